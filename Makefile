@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv on first use. TORCH picks the torch build: the default is the CPU wheel
+# pip finds for 2.13.0; GPU users run e.g. `make demo TORCH=torch` (the newest CUDA build) or
+# install their own torch into .venv first. TORCH_INDEX adds an index for it, e.g.
+# `TORCH_INDEX=https://download.pytorch.org/whl/cpu` on a machine with no local CPU wheel.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test lab bench setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/minigrpo demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) bench/bandit_speed.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,62 @@
+"""Rewards: any callable ``reward_fn(prompts, completions) -> r`` with r of shape (P, G).
+
+A plain Python function is enough. ``check_rewards`` is applied to every reward the trainer
+receives so a reward that returns the wrong count, or NaN/inf, fails loudly and by name.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def reward_name(reward_fn) -> str:
+    return getattr(reward_fn, "name", None) or getattr(reward_fn, "__name__", None) or type(reward_fn).__name__
+
+
+def check_rewards(r, shape: tuple, reward_fn=None) -> Tensor:
+    """Return r as a float tensor of ``shape`` (P, G), or raise naming the reward and the problem."""
+    if not (isinstance(r, Tensor) and r.is_floating_point()):
+        r = torch.as_tensor(r, dtype=torch.get_default_dtype())
+    if r.shape != shape:
+        name = reward_name(reward_fn) if reward_fn is not None else "reward"
+        if r.numel() == shape[0] * shape[1] and r.dim() == 1:
+            r = r.view(shape)   # a flat list of P·G rewards in prompt-major order is accepted
+        else:
+            raise ValueError(f"reward {name!r} returned shape {tuple(r.shape)}; expected (P, G) = {shape} "
+                             f"(one reward per completion)")
+    if not torch.isfinite(r).all():
+        name = reward_name(reward_fn) if reward_fn is not None else "reward"
+        bad = (~torch.isfinite(r)).nonzero()[0].tolist()
+        raise ValueError(f"reward {name!r} returned a non-finite value {r[tuple(bad)].item()} at (prompt, "
+                         f"completion) = {tuple(bad)}; rewards must be finite numbers")
+    return r
+
+
+class ArmRewards:
+    """Bandit rewards: r(x, y) drawn around the arm mean μ[x, y].
+
+    ``noise`` is 'bernoulli' (r ∈ {0, 1}, P(r = 1) = μ), 'gaussian' (r ~ N(μ, σ²)) or 'none'
+    (r = μ exactly). The mean μ is what π* uses: noise changes the variance, not the optimum.
+    """
+
+    NOISES = ("bernoulli", "gaussian", "none")
+
+    def __init__(self, means: Tensor, noise: str = "bernoulli", sigma: float = 1.0,
+                 generator: torch.Generator | None = None):
+        means = torch.as_tensor(means, dtype=torch.get_default_dtype())
+        self.means = means if means.dim() == 2 else means[None, :]      # (n_contexts, K)
+        if noise not in self.NOISES:
+            raise ValueError(f"ArmRewards: noise={noise!r}; allowed: {self.NOISES}")
+        if noise == "bernoulli" and not ((self.means >= 0) & (self.means <= 1)).all():
+            raise ValueError(f"ArmRewards: Bernoulli arm means must lie in [0, 1], got {self.means.tolist()}")
+        self.noise, self.sigma, self.generator = noise, float(sigma), generator
+        self.name = f"arm_rewards[{noise}]"
+
+    def __call__(self, prompts: Tensor, completions: Tensor) -> Tensor:
+        P, G, T = completions.shape
+        mu = self.means[prompts].gather(1, completions[:, :, 0])       # (P, G): one-token completions
+        if self.noise == "bernoulli":
+            return torch.bernoulli(mu, generator=self.generator)
+        if self.noise == "gaussian":
+            return mu + self.sigma * torch.randn(P, G, generator=self.generator)
+        return mu

@@ -1,0 +1,112 @@
+"""The GRPO step and the training loop.
+
+One step, in the order a learner reads it (shapes P × G × T):
+
+1. sample G completions per prompt from the policy                       ``sampling.sample_group``
+2. score them:                   r (P,G)                                   the reward function
+3. anchor log-probs, no grad:    logp_anchor (P,G,T)                       ``anchor.log_probs``
+4. total reward:                 R = r − β·KL  (when the KL is in the reward) ``recipe.kl``
+5. advantages:                   A = R − baseline (P,G)                    ``recipe.baseline``
+6. per-token push:               ψ = ∂L/∂logp = W·(ℓ'_pg + β·k')  (P,G,T)  ``recipe.surrogate/aggregation``
+7. parameter gradient and update: ∇θ = Σ ψ·∇θ logp, optimizer step        ``policy.accumulate_grad``
+
+The loop keeps no global state: everything lives in the arguments, and metrics are yielded, so
+plots, widgets and loggers listen from outside.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from .kl import K1
+from .loss import aggregate
+from .masks import masked_mean, masked_sum
+from .recipe import Recipe
+from .rewards import check_rewards
+from .sampling import Rollout, sample_group
+
+
+@dataclass
+class Step:
+    """Everything one GRPO step computed, for inspection (notebooks) and metrics (loggers)."""
+
+    rollout: Rollout
+    r: Tensor            # (P,G)   reward from the reward function
+    R: Tensor            # (P,G)   total reward after the KL shaping (= r when the KL is in the loss)
+    A: Tensor            # (P,G)   advantage
+    logp_anchor: Tensor  # (P,G,T) anchor log-probs of the sampled tokens
+    logp: Tensor         # (P,G,T) policy log-probs going into the (last) update, detached
+    psi: Tensor          # (P,G,T) ∂L/∂logp, the push each sampled token received
+    W: Tensor            # (P,G,T) aggregation weights
+    recipe: Recipe
+    beta: object
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def loss(self) -> Tensor:
+        """L = Σ W·(ℓ_pg + β·k) — the number whose gradient ψ is (computed on demand)."""
+        if "loss" not in self._cache:
+            A = self.A[..., None]
+            pg = self.recipe.surrogate.value(self.logp, self.rollout.logp, A)
+            kl_value, _ = self.recipe.kl.loss_terms(self.logp, self.logp_anchor, self.beta)
+            self._cache["loss"] = aggregate(pg if kl_value is None else pg + kl_value, self.W)
+        return self._cache["loss"]
+
+    @property
+    def kl(self) -> Tensor:
+        """Sampled KL(π_old ‖ π_anchor) per completion, Σ_t k1 (P,G)."""
+        return masked_sum(K1.value(self.rollout.logp, self.logp_anchor), self.rollout.mask, dim=-1)
+
+    def metrics(self) -> dict:
+        """Stable metric keys, as floats."""
+        m = self.rollout.mask
+        lengths = m.sum(-1).to(self.r.dtype)
+        return {
+            "reward": self.r.mean().item(),
+            "reward_total": self.R.mean().item(),
+            "advantage_abs": self.A.abs().mean().item(),
+            "kl": self.kl.mean().item(),
+            "entropy_proxy": -masked_mean(self.rollout.logp, m).item(),
+            "completion_length": lengths.mean().item(),
+            "loss": self.loss.item(),
+            "beta": float(torch.as_tensor(self.beta).float().mean()),
+        }
+
+
+def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Recipe, beta, optimizer, G: int, *,
+              generator: torch.Generator | None = None, updates: int = 1, **sampling_kwargs) -> Step:
+    """Run one GRPO step and return what it computed. ``updates`` > 1 reuses the rollout for
+    several optimizer steps (where the PPO clip matters); ψ is recomputed each time."""
+    rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
+    P, G, T = rollout.shape
+    r = check_rewards(reward_fn(prompts, rollout.completions), (P, G), reward_fn)              # (P,G)
+    with torch.no_grad():
+        logp_anchor = anchor.log_probs(prompts, rollout.completions)                          # (P,G,T)
+    R = recipe.kl.shape_reward(r, rollout.logp, logp_anchor, rollout.mask, beta)               # (P,G)
+    A = recipe.baseline(R, prompts)                                                            # (P,G)
+    W = recipe.aggregation(rollout.mask)                                                       # (P,G,T)
+    for _ in range(updates):
+        logp = policy.log_probs(prompts, rollout.completions)        # (P,G,T), graph for neural policies
+        lp = logp.detach()
+        dl = recipe.surrogate.grad(lp, rollout.logp, A[..., None])                           # ∂ℓ_pg/∂logp
+        _, kl_grad = recipe.kl.loss_terms(lp, logp_anchor, beta)
+        psi = W * (dl if kl_grad is None else dl + kl_grad)                                    # ∂L/∂logp
+        optimizer.zero_grad()
+        policy.accumulate_grad(prompts, rollout.completions, logp, psi)
+        optimizer.step()
+    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta)
+
+
+def train(policy, anchor, prompts, reward_fn: Callable, recipe: Recipe, beta_ctl, optimizer, G: int, steps: int, *,
+          generator: torch.Generator | None = None, **step_kwargs) -> Iterator[Step]:
+    """Yield one ``Step`` per GRPO step. ``prompts`` is a tensor used every step, or a callable
+    ``prompts(step_index) -> tensor`` (a data loader). ``beta_ctl`` is a FixedBeta or AdaptiveBeta."""
+    for t in range(steps):
+        batch = prompts(t) if callable(prompts) else prompts
+        step = grpo_step(policy, anchor, batch, reward_fn, recipe, beta_ctl.value, optimizer, G,
+                         generator=generator, **step_kwargs)
+        beta_ctl.update(step)
+        yield step
