@@ -1,0 +1,125 @@
+"""``minigrpo demo``: the bandit story, end to end, written into a run folder.
+
+1. The guided-reward GRPO (KL in the reward) on a 5-arm bandit reaches the exact optimum π*.
+2. The well-known recipes on the same bandit, and where each one's fixed point lands.
+3. A β sweep, trained side by side: the reward–KL frontier against the exact one.
+4. A 3-arm run, drawn as a path on the probability simplex.
+
+Files: summary.json, metrics.jsonl (the main run, one line per step), report.md, *.png.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .bandit import BanditConfig, run_bandit, sweep_beta
+from .optimum import kl_divergence, reverse_kl_fixed_point
+from .recipe import PRESETS
+
+
+def _run(cfg: BanditConfig, label: str, bar: tqdm):
+    bar.set_description(label)
+    return run_bandit(cfg, on_record=lambda step, probs: bar.update(1))
+
+
+def compare_recipes(base: BanditConfig, bar: tqdm | None = None) -> list[dict]:
+    """Train every preset's (baseline, KL placement) on ``base`` and measure its fixed point."""
+    rows = []
+    for name, make in PRESETS.items():
+        recipe = make()
+        cfg = replace(base, baseline=recipe.baseline.name, kl=str(recipe.kl))
+        res = _run(cfg, f"recipe {name}", bar) if bar is not None else run_bandit(cfg)
+        s = res.summary()
+        row = {"recipe": name, "baseline": cfg.baseline, "kl": cfg.kl, "kl_to_optimum": s["kl_to_optimum"],
+               "expected_reward": s["expected_reward"], "kl_to_anchor": s["kl_to_anchor"]}
+        if cfg.kl.startswith("loss:k3") and cfg.baseline == "group_mean":
+            # group-mean advantages scale the PG term by (G−1)/G: the effective β is β·G/(G−1)
+            G = cfg.group_size
+            rev = reverse_kl_fixed_point(res.anchor.log(), res.means, cfg.beta * G / (G - 1))
+            row["kl_to_reverse_kl_fixed_point"] = kl_divergence(res.policy[0].log(), rev).item()
+        rows.append(row)
+    return rows
+
+
+def run_demo(out: str | Path = "runs", small: bool = False) -> Path:
+    t0 = time.perf_counter()
+    run_dir = Path(out) / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=False)
+    steps = 400 if small else 3000
+    base = BanditConfig(means=(0.1, 0.3, 0.5, 0.7, 0.9), beta=0.1, steps=steps, seed=0)
+    tri = BanditConfig(means=(0.2, 0.5, 0.9), anchor=(0.6, 0.3, 0.1), beta=0.3, steps=steps, seed=1)
+    betas = [0.02 * 1.3 ** i for i in range(20)]
+    n_runs = 2 + len(PRESETS)
+
+    with tqdm(total=n_runs * steps, unit="step", desc="demo") as bar:
+        main = _run(base, "seed GRPO, 5 arms", bar)
+        simplex = _run(tri, "seed GRPO, 3 arms", bar)
+        recipes = compare_recipes(base, bar)
+    sweep = sweep_beta(base, betas)
+
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        er, kla, klo = main.expected_reward()[:, 0], main.kl_to_anchor()[:, 0], main.kl_to_optimum()[:, 0]
+        for i, step in enumerate(main.record_steps.tolist()):
+            f.write(json.dumps({"step": step, "expected_reward": er[i].item(), "kl_to_anchor": kla[i].item(),
+                                "kl_to_optimum": klo[i].item()}) + "\n")
+
+    from . import viz   # plotting only at the edge
+    plots = viz.save_bandit_report(main, run_dir, sweep=sweep)
+    plots += viz.save_bandit_report(simplex, run_dir / "three_arms")     # includes the simplex path
+    plots = [p.relative_to(run_dir) for p in plots]
+
+    summary = {
+        "story": "bandit",
+        "main": main.summary(),
+        "simplex_run": simplex.summary(),
+        "recipes": recipes,
+        "sweep": {"betas": betas, "expected_reward": sweep.expected_reward()[-1].tolist(),
+                  "kl_to_anchor": sweep.kl_to_anchor()[-1].tolist(),
+                  "kl_to_optimum": sweep.kl_to_optimum()[-1].tolist(), "wall_seconds": sweep.wall_seconds},
+        "steps": steps,
+        "wall_seconds": time.perf_counter() - t0,
+        "files": sorted(str(p) for p in plots) + ["metrics.jsonl", "report.md"],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    report = _report(summary)
+    (run_dir / "report.md").write_text(report)
+    print(report)
+    print(f"\nwrote {run_dir}/ ({', '.join(summary['files'])})")
+    return run_dir
+
+
+def _report(s: dict) -> str:
+    m = s["main"]
+    fmt = lambda xs: " ".join(f"{x:.3f}" for x in xs)
+    lines = [
+        "# minigrpo demo: GRPO on a bandit, checked against the exact optimum",
+        "",
+        f"5 arms, means {fmt(m['config']['means'])}, beta = {m['beta']}, G = {m['config']['group_size']}, "
+        f"{s['steps']} steps ({m['wall_seconds']:.2f} s).",
+        "",
+        "| | per-arm probabilities |", "|---|---|",
+        f"| anchor | {fmt(m['anchor'])} |", f"| policy after GRPO | {fmt(m['policy'])} |",
+        f"| exact optimum pi* | {fmt(m['optimum'])} |",
+        "",
+        f"KL(policy || pi*) = {m['kl_to_optimum']:.2e}; expected reward {m['expected_reward']:.4f} "
+        f"(pi*: {m['optimum_expected_reward']:.4f}).",
+        "",
+        "## Where each recipe lands (same bandit, same beta)",
+        "",
+        "| recipe | baseline | KL | KL(pi || pi*) | expected reward |", "|---|---|---|---|---|",
+    ]
+    for r in s["recipes"]:
+        extra = f" (KL to the reverse-KL fixed point: {r['kl_to_reverse_kl_fixed_point']:.1e})" \
+            if "kl_to_reverse_kl_fixed_point" in r else ""
+        lines.append(f"| {r['recipe']} | {r['baseline']} | {r['kl']} | {r['kl_to_optimum']:.2e}{extra} | "
+                     f"{r['expected_reward']:.4f} |")
+    lines += ["", "KL in the reward reaches pi*; k3 in the loss optimises the reverse KL, KL(anchor || pi), and "
+              "std-scaled advantages re-weight the gradient, so those fixed points differ from pi*.",
+              "", f"beta sweep: {len(s['sweep']['betas'])} runs side by side in {s['sweep']['wall_seconds']:.2f} s "
+              "(frontier.png)."]
+    return "\n".join(lines) + "\n"
