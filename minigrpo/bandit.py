@@ -227,7 +227,8 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
                   generator=gen)
     with torch.no_grad(), single_thread():
         for t, step in enumerate(steps):
-            opt.lr = cfg.lr * (1 - decay * t)                    # linear decay: lets sampled SGD settle
+            opt.lr = cfg.lr * (1 - decay * (t + 1))              # rate for the next step: linear decay to
+                                                                 # lr·final_lr_frac lets sampled SGD settle
             torch.mean(step.r, 1, out=reward[t])
             if (t + 1) % cfg.record_every == 0:
                 i = (t + 1) // cfg.record_every
