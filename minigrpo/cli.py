@@ -10,7 +10,7 @@ def _floats(text: str, name: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip() != ""]
     except ValueError:
-        raise SystemExit(f"minigrpo: --{name}={text!r} must be comma-separated numbers, e.g. 0.2,0.5,0.8")
+        raise ValueError(f"{name}={text!r} is not allowed: give comma-separated numbers, e.g. 0.2,0.5,0.8")
 
 
 def bandit_config_from_args(args):

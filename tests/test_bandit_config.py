@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from minigrpo import FixedBeta, TabularSoftmaxPolicy, grpo_step, seed_grpo, LeanAdam
+from minigrpo import TabularSoftmaxPolicy, grpo_step, seed_grpo, LeanAdam
 from minigrpo.bandit import BanditConfig, run_bandit, skewed_anchor
 
 

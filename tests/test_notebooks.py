@@ -5,7 +5,6 @@ written-out step) as ``assert`` cells, so a failing check is a failing cell here
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -1,5 +1,4 @@
 """LeanAdam against torch.optim.Adam, its hand-computed first step, and state round-trips."""
-import math
 
 import pytest
 import torch

@@ -135,7 +135,6 @@ def test_table_refreshes_after_training_steps_drive_log_probs():
 def test_frozen_copy_after_one_update_reads_its_own_theta():
     """Freeze the policy as a new anchor right after an update. The copy must serve log softmax of its
     own θ, not a table cached before the update (deepcopy restarts the version counter at 0)."""
-    g = torch.Generator().manual_seed(5)
     pol = TabularSoftmaxPolicy(1, 3, torch.zeros(1, 3))
     pol.table()                                                   # cached at θ version 0 (uniform)
     opt = LeanAdam(pol.parameters(), lr=0.5)
