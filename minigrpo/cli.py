@@ -63,6 +63,64 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# flag → TrainConfig field, for the flags of `minigrpo train` (None: not given, keep the file's or default value)
+TRAIN_FLAGS = {"task": str, "model": str, "beta": float, "kl_target": float, "kl": str, "baseline": str,
+               "group_size": int, "prompts_per_step": int, "lr": float, "steps": int, "seed": int,
+               "max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float, "eval_every": int,
+               "eval_size": int, "save_every": int, "out": str, "device": str, "precision": str, "lora_r": int}
+
+
+def train_config_from_args(args):
+    """A validated TrainConfig: the --config file (YAML/JSON) if given, then every flag given on top."""
+    from .trainer import TrainConfig
+
+    data = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    for name in TRAIN_FLAGS:
+        v = getattr(args, name)
+        if v is not None:
+            data[name] = v
+    if args.gradient_checkpointing:
+        data["gradient_checkpointing"] = True
+    if args.digits is not None:
+        data["task_args"] = {**data.get("task_args", {}), "digits": args.digits}
+    return TrainConfig.from_dict({k: v for k, v in data.items() if k != "task_obj"})
+
+
+def cmd_train(args) -> int:
+    from .trainer import train_lm
+
+    if args.resume:
+        from .runfolder import RunFolder
+        from .trainer import TrainConfig
+
+        saved = RunFolder(args.resume).read_config()
+        cfg = TrainConfig.from_dict({**saved, "steps": args.steps if args.steps is not None else saved["steps"]})
+        result = train_lm(cfg, resume=args.resume, progress=not args.json)
+    else:
+        result = train_lm(train_config_from_args(args), progress=not args.json)
+    summary = {"run_dir": str(result.run_dir), "anchor_accuracy": result.anchor_accuracy,
+               "final_accuracy": result.final_accuracy, "steps": result.metrics[-1]["step"],
+               "wall_seconds": result.wall_seconds}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"held-out accuracy {summary['anchor_accuracy']:.3f} (anchor) -> {summary['final_accuracy']:.3f} "
+              f"after {summary['steps']} steps, {summary['wall_seconds']:.0f} s; run folder {summary['run_dir']}")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from .sft import SFTConfig, anchor_dir, build_anchor
+
+    task_args = {"digits": args.digits} if args.digits is not None else {}
+    cfg = SFTConfig(task=args.task, task_args=task_args, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    seed=args.seed)
+    out = build_anchor(cfg, args.out or anchor_dir(args.task, task_args), device=args.device)
+    print(json.dumps({"out": str(out), **{k: v for k, v in json.loads((out / "sft.json").read_text()).items()
+                                          if k in ("test_accuracy", "final_loss", "wall_seconds")}}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bandit import BASELINE_CHOICES
 
@@ -88,6 +146,47 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print exactly one JSON object")
     b.set_defaults(func=cmd_bandit)
+
+    t = sub.add_parser("train", help="GRPO on a language model: a task, an anchor, a run folder with metrics and checkpoints")
+    t.add_argument("--config", default=None, help="a YAML or JSON file of TrainConfig settings (flags override it)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run folder from its last checkpoint")
+    t.add_argument("--task", help="addition or chain (default addition)")
+    t.add_argument("--digits", type=int, default=None, help="addition: digits per operand")
+    t.add_argument("--model", help="'tiny' (the task's shipped anchor), a save_pretrained folder, or a hub id like gpt2")
+    t.add_argument("--beta", type=float, help="KL coefficient beta (default 0.02)")
+    t.add_argument("--kl-target", type=float, help="adapt beta toward this KL per completion")
+    t.add_argument("--kl", help="KL placement, e.g. reward:k1 (default), loss:k3, none")
+    t.add_argument("--baseline", help="group_mean (default), group_mean_std, leave_one_out, batch_mean, none")
+    t.add_argument("--group-size", type=int, help="G completions per prompt (default 8)")
+    t.add_argument("--prompts", dest="prompts_per_step", type=int, help="P prompts per step (default 16)")
+    t.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    t.add_argument("--steps", type=int, help="GRPO steps (default 200)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--max-new-tokens", type=int)
+    t.add_argument("--temperature", type=float)
+    t.add_argument("--top-k", type=int)
+    t.add_argument("--top-p", type=float)
+    t.add_argument("--eval-every", type=int)
+    t.add_argument("--eval-size", type=int)
+    t.add_argument("--save-every", type=int)
+    t.add_argument("--out", help="parent folder of the run folder (default runs)")
+    t.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    t.add_argument("--precision", help="fp32 (default) or bf16")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--lora-r", type=int, help="train a LoRA adapter of this rank (needs peft)")
+    t.add_argument("--json", action="store_true", help="no progress bar; print one JSON summary")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sft", help="train a tiny GPT-2 anchor on a task by supervised fine-tuning")
+    s.add_argument("--task", default="addition")
+    s.add_argument("--digits", type=int, default=None)
+    s.add_argument("--steps", type=int, default=600)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", default=None, help="output folder (default assets/anchors/<task>)")
+    s.set_defaults(func=cmd_sft)
     return p
 
 
@@ -95,9 +194,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:      # bad settings: one clear line, no traceback
+    except (ValueError, OSError) as e:      # bad settings or paths: one clear line, no traceback
         print(f"minigrpo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:         # the run went non-finite; its last checkpoint is intact
+        print(f"minigrpo {args.command}: stopped: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

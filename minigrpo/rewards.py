@@ -1,16 +1,38 @@
 """Rewards: any callable ``reward_fn(prompts, completions) -> r`` with r of shape (P, G).
 
-A plain Python function is enough. ``check_rewards`` is applied to every reward the trainer
-receives so a reward that returns the wrong count, or NaN/inf, fails loudly and by name.
+A plain Python function is enough. A reward made of named parts returns ``Scored(r, components)``
+so every part is logged. ``check_rewards`` is applied to every reward the trainer receives so a
+reward that returns the wrong count, or NaN/inf, fails loudly and by name.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 
+@dataclass
+class Scored:
+    """A reward with its named parts: ``r`` (P, G), the total that trains, and ``components``
+    {name: (P, G)}, each logged as ``reward/<name>``."""
+
+    r: Tensor
+    components: dict = field(default_factory=dict)
+
+
 def reward_name(reward_fn) -> str:
+    if isinstance(reward_fn, str):
+        return reward_fn
     return getattr(reward_fn, "name", None) or getattr(reward_fn, "__name__", None) or type(reward_fn).__name__
+
+
+def check_scored(out, shape: tuple, reward_fn=None) -> tuple[Tensor, dict]:
+    """(r, components) from whatever a reward function returned (a tensor, a list, or ``Scored``), checked."""
+    if isinstance(out, Scored):
+        comps = {k: check_rewards(v, shape, f"{reward_name(reward_fn)}/{k}") for k, v in out.components.items()}
+        return check_rewards(out.r, shape, reward_fn), comps
+    return check_rewards(out, shape, reward_fn), {}
 
 
 def check_rewards(r, shape: tuple, reward_fn=None) -> Tensor:

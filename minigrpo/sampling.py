@@ -18,8 +18,11 @@ class Rollout:
     ==============  ============  ========================================================
     ``prompts``     (P, ...)      what the policy was conditioned on (ids, contexts, tokens)
     ``completions`` (P, G, T)     sampled token ids; padding after EOS holds ``pad_id``
-    ``logp``        (P, G, T)     log π_old(y_t | x, y_<t) under the sampling policy (no grad)
+    ``logp``        (P, G, T)     log-prob of each sampled token under the distribution it was
+                                  drawn from (after temperature / top-k / top-p); 0 on padding
     ``mask``        (P, G, T)     True on generated tokens, EOS included; False on padding
+    ``logp_is_policy``  bool      True when that distribution *is* the policy (temperature 1, no
+                                  top-k/top-p): ``logp`` then serves as log π_old with no extra pass
     ==============  ============  ========================================================
     """
 
@@ -27,6 +30,7 @@ class Rollout:
     completions: Tensor
     logp: Tensor
     mask: Tensor
+    logp_is_policy: bool = True
 
     @property
     def shape(self):
@@ -34,26 +38,70 @@ class Rollout:
 
 
 def sample_categorical(logp_all: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Draw one index per row of log-probabilities (N, V) by inverting the CDF: y = #{k : F(k) < u}.
+    """Draw one index per row of log-probabilities (N, V) by inverting the CDF: y = #{k : F(k) ≤ u}.
 
-    Equivalent to ``torch.multinomial(p, 1)`` in distribution and ~3× cheaper for small V. The
-    clamp sends a u above a rounded-down F(V−1) (≈ 1 − 1e-7) to the last index.
+    With u ~ U[0, 1), P(y = k) = P(F(k−1) ≤ u < F(k)) = p_k, and a token of probability 0 is never
+    drawn (not even at u = 0). Equivalent to ``torch.multinomial(p, 1)`` in distribution and ~3×
+    cheaper for small V. The clamp sends a u above a rounded-down F(V−1) (≈ 1 − 1e-7) to the last index.
     """
     N, V = logp_all.shape
-    cdf = logp_all.exp().cumsum(-1)                                   # (N, V)
-    u = torch.rand(N, 1, generator=generator, dtype=cdf.dtype)
-    return torch.searchsorted(cdf, u).clamp_max_(V - 1)[:, 0]         # (N,)
+    cdf = logp_all.exp().cumsum(-1)                                                    # (N, V)
+    u = torch.rand(N, 1, generator=generator, dtype=cdf.dtype, device=cdf.device)
+    return torch.searchsorted(cdf, u, right=True).clamp_max_(V - 1)[:, 0]              # (N,)
+
+
+def apply_temperature(logp_all: Tensor, temperature: float) -> Tensor:
+    """log softmax(logits / τ): τ < 1 sharpens, τ > 1 flattens (log-probs are logits up to a constant)."""
+    return logp_all if temperature == 1.0 else torch.log_softmax(logp_all / temperature, dim=-1)
+
+
+def top_k_filter(logp_all: Tensor, k: int) -> Tensor:
+    """Keep the k most likely tokens of each row (…, V) and renormalise; the rest get −inf.
+    k = 1 is greedy decoding."""
+    kth = logp_all.topk(k, dim=-1).values[..., -1:]                                    # (…, 1)
+    return torch.log_softmax(logp_all.masked_fill(logp_all < kth, float("-inf")), dim=-1)
+
+
+def top_p_filter(logp_all: Tensor, p: float) -> Tensor:
+    """Nucleus sampling (Holtzman et al. 2019): keep the smallest set of most likely tokens whose
+    probability sums to ≥ p, renormalised. The most likely token is always kept."""
+    sorted_logp, order = logp_all.sort(dim=-1, descending=True)                        # (…, V)
+    before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()                          # mass strictly before
+    drop_sorted = before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return torch.log_softmax(logp_all.masked_fill(drop, float("-inf")), dim=-1)
+
+
+class PrefixDecoder:
+    """The plain decoding loop, no cache: each step asks ``policy.next_token_logp(prompts, prefix)``
+    for the next-token log-probs given the whole prefix (P, G, t). Bandits and small policies use it."""
+
+    def __init__(self, policy, prompts: Tensor, G: int):
+        self.policy, self.prompts = policy, prompts
+        self.prefix = torch.empty(prompts.shape[0], G, 0, dtype=torch.long)
+
+    def step(self, y: Tensor | None) -> Tensor:
+        """Append the tokens just drawn, y (P, G) or None at the start; return log π(·|x, prefix) (P, G, V)."""
+        if y is not None:
+            self.prefix = torch.cat([self.prefix, y[..., None]], dim=-1)              # (P, G, t+1)
+        return self.policy.next_token_logp(self.prompts, self.prefix)
 
 
 @torch.no_grad()
 def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eos_id: int | None = None,
-                 pad_id: int = 0, temperature: float = 1.0, generator: torch.Generator | None = None) -> Rollout:
+                 pad_id: int = 0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None) -> Rollout:
     """Sample G completions per prompt, token by token, from the policy's next-token distribution.
 
-    ``policy.next_token_logp(prompts, prefix)`` maps the completions so far, prefix (P, G, t), to
-    next-token log-probs (P, G, V). ``logp`` is recorded under the distribution actually sampled
-    (after temperature), which is what importance ratios need. After a completion emits
-    ``eos_id`` its later positions hold ``pad_id`` with mask False and logp 0.
+    The policy supplies a decoder: ``policy.decoder(prompts, G, max_new_tokens)`` when it has one
+    (a language model keeps its KV cache there), else a ``PrefixDecoder`` over
+    ``policy.next_token_logp``. ``decoder.step(y)`` feeds the tokens just drawn and returns
+    next-token log-probs (P, G, V); this loop does the rest, the same for a bandit and for GPT-2:
+    temperature → top-k → top-p → draw → record log-prob → stop when every completion has ended.
+
+    ``logp`` is recorded under the distribution actually sampled, which is what importance ratios
+    need. After a completion emits ``eos_id`` its later positions hold ``pad_id`` with mask False
+    and logp 0 (the EOS itself is a trained token, mask True).
     """
     if G < 1:
         raise ValueError(f"sample_group: G={G!r} must be ≥ 1")
@@ -61,25 +109,35 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
         raise ValueError(f"sample_group: max_new_tokens={max_new_tokens!r} must be ≥ 1")
     if not temperature > 0:
         raise ValueError(f"sample_group: temperature={temperature!r} must be > 0")
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"sample_group: top_k={top_k!r} must be an integer ≥ 1, or None for no top-k")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"sample_group: top_p={top_p!r} must be in (0, 1], or None for no top-p")
     P, T = prompts.shape[0], max_new_tokens
+    make = getattr(policy, "decoder", None)
+    decoder = make(prompts, G, T) if make is not None else PrefixDecoder(policy, prompts, G)
     tokens, logps = [], []
-    prefix = torch.empty(P, G, 0, dtype=torch.long)
+    ended = None
+    y = None
     for t in range(T):
-        logp_all = policy.next_token_logp(prompts, prefix)                       # (P, G, V)
-        if temperature != 1.0:
-            logp_all = torch.log_softmax(logp_all / temperature, dim=-1)
+        logp_all = apply_temperature(decoder.step(y), temperature)                      # (P, G, V)
+        if top_k is not None and top_k < logp_all.shape[-1]:
+            logp_all = top_k_filter(logp_all, top_k)
+        if top_p is not None and top_p < 1:
+            logp_all = top_p_filter(logp_all, top_p)
         V = logp_all.shape[-1]
-        y = sample_categorical(logp_all.reshape(P * G, V), generator).view(P, G)  # (P, G)
+        y = sample_categorical(logp_all.reshape(P * G, V), generator).view(P, G)      # (P, G)
         tokens.append(y)
         logps.append(logp_all.gather(-1, y[..., None])[..., 0])
-        if t + 1 < T:
-            prefix = torch.stack(tokens, -1)                                      # (P, G, t+1)
-            if eos_id is not None and bool((prefix == eos_id).any(-1).all()):
-                break                                                             # every completion ended
+        if eos_id is not None and t + 1 < T:
+            ended = (y == eos_id) if ended is None else ended | (y == eos_id)
+            if bool(ended.all()):
+                break                                                                  # every completion ended
+            y = y.masked_fill(ended, pad_id)      # what an ended completion feeds next is masked out anyway
     if len(tokens) == 1:                                                # a one-token completion (bandit)
         completions, logp = tokens[0][..., None], logps[0][..., None]   # (P, G, 1)
     else:
-        completions, logp = torch.stack(tokens, -1), torch.stack(logps, -1)       # (P, G, T')
+        completions, logp = torch.stack(tokens, -1), torch.stack(logps, -1)           # (P, G, T')
     if eos_id is None:
         mask = torch.ones_like(completions, dtype=torch.bool)
     else:
@@ -92,4 +150,5 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
         completions = torch.nn.functional.pad(completions, (0, pad), value=pad_id)
         logp = torch.nn.functional.pad(logp, (0, pad))
         mask = torch.nn.functional.pad(mask, (0, pad), value=False)
-    return Rollout(prompts, completions, logp, mask)
+    plain = temperature == 1.0 and top_k is None and (top_p is None or top_p >= 1)
+    return Rollout(prompts, completions, logp, mask, logp_is_policy=plain)

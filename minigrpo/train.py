@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from .kl import K1
-from .loss import aggregate
+from .loss import aggregate, clip_fraction
 from .masks import masked_mean, masked_sum
 from .recipe import Recipe
-from .rewards import check_rewards
+from .rewards import check_scored
 from .sampling import Rollout, sample_group
 
 
@@ -43,6 +43,9 @@ class Step:
     W: Tensor            # (P,G,T) aggregation weights
     recipe: Recipe
     beta: object
+    logp_old: Tensor | None = None   # (P,G,T) log π_old for the ratio; None: the rollout's own logp
+    components: dict = field(default_factory=dict)   # named reward parts {name: (P,G)}
+    grad_norm: float | None = None   # ‖∇θ L‖ of the last update, before clipping
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -50,7 +53,8 @@ class Step:
         """L = Σ W·(ℓ_pg + β·k) — the number whose gradient ψ is (computed on demand)."""
         if "loss" not in self._cache:
             A = self.A[..., None]
-            pg = self.recipe.surrogate.value(self.logp, self.rollout.logp, A)
+            logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
+            pg = self.recipe.surrogate.value(self.logp, logp_old, A)
             kl_value, _ = self.recipe.kl.loss_terms(self.logp, self.logp_anchor, self.beta)
             self._cache["loss"] = aggregate(pg if kl_value is None else pg + kl_value, self.W)
         return self._cache["loss"]
@@ -64,6 +68,10 @@ class Step:
         """Stable metric keys, as floats."""
         m = self.rollout.mask
         lengths = m.sum(-1).to(self.r.dtype)
+        logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
+        extra = {f"reward/{k}": v.mean().item() for k, v in self.components.items()}
+        if self.grad_norm is not None:
+            extra["grad_norm"] = self.grad_norm
         return {
             "reward": self.r.mean().item(),
             "reward_total": self.R.mean().item(),
@@ -73,31 +81,50 @@ class Step:
             "completion_length": lengths.mean().item(),
             "loss": self.loss.item(),
             "beta": float(torch.as_tensor(self.beta).float().mean()),
+            "clip_fraction": float(clip_fraction(self.logp, logp_old, self.A[..., None], m,
+                                                 self.recipe.surrogate.eps_low, self.recipe.surrogate.eps_high)),
+            **extra,
         }
 
 
 def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Recipe, beta, optimizer, G: int, *,
-              generator: torch.Generator | None = None, updates: int = 1, **sampling_kwargs) -> Step:
+              generator: torch.Generator | None = None, updates: int = 1, max_grad_norm: float | None = None,
+              **sampling_kwargs) -> Step:
     """Run one GRPO step and return what it computed. ``updates`` > 1 reuses the rollout for
-    several optimizer steps (where the PPO clip matters); ψ is recomputed each time."""
+    several optimizer steps (where the PPO clip matters); ψ is recomputed each time.
+    ``max_grad_norm`` clips ‖∇θ‖ before each update; a non-finite gradient raises before the
+    optimizer touches the weights."""
     rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
     P, G, T = rollout.shape
-    r = check_rewards(reward_fn(prompts, rollout.completions), (P, G), reward_fn)              # (P,G)
+    r, components = check_scored(reward_fn(prompts, rollout.completions), (P, G), reward_fn)  # (P,G)
     with torch.no_grad():
         logp_anchor = anchor.log_probs(prompts, rollout.completions)                          # (P,G,T)
-    R = recipe.kl.shape_reward(r, rollout.logp, logp_anchor, rollout.mask, beta)               # (P,G)
+        # π_old: the sampling pass's own log-probs when it sampled the policy itself (no extra pass);
+        # after temperature/top-k/top-p the sampled distribution differs, so score the policy once
+        logp_old = None if rollout.logp_is_policy else \
+            policy.log_probs(prompts, rollout.completions).masked_fill(~rollout.mask, 0.0)
+    lp_old = rollout.logp if logp_old is None else logp_old
+    R = recipe.kl.shape_reward(r, lp_old, logp_anchor, rollout.mask, beta)                     # (P,G)
     A = recipe.baseline(R, prompts)                                                            # (P,G)
     W = recipe.aggregation(rollout.mask)                                                       # (P,G,T)
+    grad_norm = None
     for _ in range(updates):
         logp = policy.log_probs(prompts, rollout.completions)        # (P,G,T), graph for neural policies
         lp = logp.detach()
-        dl = recipe.surrogate.grad(lp, rollout.logp, A[..., None])                           # ∂ℓ_pg/∂logp
+        dl = recipe.surrogate.grad(lp, lp_old, A[..., None])                                 # ∂ℓ_pg/∂logp
         _, kl_grad = recipe.kl.loss_terms(lp, logp_anchor, beta)
         psi = W * (dl if kl_grad is None else dl + kl_grad)                                    # ∂L/∂logp
         optimizer.zero_grad()
         policy.accumulate_grad(prompts, rollout.completions, logp, psi)
+        if max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.grad is not None],
+                                                  max_grad_norm)
+            grad_norm = float(norm)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"the gradient norm is {grad_norm}: the loss or log-probs went non-finite; "
+                                         "the weights were not updated (lower the learning rate or check the reward)")
         optimizer.step()
-    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta)
+    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, components, grad_norm)
 
 
 def train(policy, anchor, prompts, reward_fn: Callable, recipe: Recipe, beta_ctl, optimizer, G: int, steps: int, *,

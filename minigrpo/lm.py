@@ -1,0 +1,225 @@
+"""A Hugging Face causal LM as a GRPO policy, in the same P × G × T layout as the bandit.
+
+``CausalLMPolicy`` implements the policy protocol of ``policies.py``:
+
+* ``decoder(prompts, G, T)``: a ``KVCacheDecoder`` that runs the prompt once, copies its key/value
+  cache G times and then feeds one token per step — ``sampling.sample_group`` drives it, the same
+  loop that samples a bandit arm;
+* ``log_probs(prompts, completions)``: log π(y_t | x, y_<t) for every completion token, (P, G, T),
+  from one full forward pass (with a graph when gradients are on);
+* ``accumulate_grad``: autograd, ``logp.backward(ψ)``.
+
+Prompts are a left-padded id tensor (P, L): padding sits before the text so that every prompt ends
+at the same column and the first sampled token of every row is at column L. Which columns are
+real is read off the ids — a column is real from the first non-pad id on — so no separate mask
+travels with the prompts. ``tokens.left_pad`` turns a right-padded batch into this form.
+
+Memory: only the logits that are needed are computed (``logits_to_keep``), and full-vocabulary
+logits are reduced to one log-prob per token at once (``token_logp``), never kept in float32.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import Tensor, nn
+
+
+def token_logp(logits: Tensor, y: Tensor) -> Tensor:
+    """log softmax(logits)_y = logits_y − logsumexp(logits), without materialising the log-softmax.
+
+    logits (…, V) in any dtype, y (…) long → (…) float32. The logsumexp runs in float32 for accuracy
+    under bf16; its float32 copy of the logits is a temporary, freed when this returns.
+    """
+    picked = logits.gather(-1, y[..., None])[..., 0].float()
+    return picked - torch.logsumexp(logits.float(), dim=-1)
+
+
+def prompt_mask(prompts: Tensor, pad_id: int) -> Tensor:
+    """True on real prompt tokens of a left-padded batch (P, L): every column from the first non-pad
+    id on (so a pad id inside or at the end of the text, e.g. GPT-2's EOS-as-pad, still counts)."""
+    return (prompts != pad_id).cumsum(-1) > 0
+
+
+def positions(mask: Tensor) -> Tensor:
+    """Position ids that skip left padding: 0 at the first real token (pads get 0 too, unused)."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0. RL needs log π to be a function of θ alone: the
+    log-probs of sampling, of the gradient pass and of the anchor must agree (TRL does the same)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
+def context_length(model) -> int | None:
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        n = getattr(cfg, name, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
+def is_peft_model(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class CausalLMPolicy(nn.Module):
+    """π_θ(y | x) given by a Hugging Face ``AutoModelForCausalLM`` (GPT-2 family and alike).
+
+    ==========================  =================================================================
+    ``model``                   the causal LM (optionally a peft LoRA model)
+    ``pad_id``                  the id that left-pads prompts and fills completions after EOS
+    ``autocast_dtype``          e.g. ``torch.bfloat16`` to run forwards under autocast; None: as is
+    ``gradient_checkpointing``  recompute activations in the backward pass to save memory
+    ==========================  =================================================================
+    """
+
+    def __init__(self, model: nn.Module, pad_id: int, *, autocast_dtype: torch.dtype | None = None,
+                 gradient_checkpointing: bool = False):
+        super().__init__()
+        if pad_id is None:
+            raise ValueError("CausalLMPolicy: pad_id=None; the tokenizer needs a pad token (for GPT-2 "
+                             "set tokenizer.pad_token = tokenizer.eos_token)")
+        self.model = model
+        self.pad_id = int(pad_id)
+        self.autocast_dtype = autocast_dtype
+        self.gradient_checkpointing = gradient_checkpointing
+        disable_dropout(model)
+        if gradient_checkpointing:
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):       # transformers ≥ 5 name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            model.train()    # HF applies checkpointing in train mode only; dropout is off, so this is safe
+        else:
+            model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def check_length(self, L: int, T: int) -> None:
+        n = context_length(self.model)
+        if n is not None and L + T > n:
+            raise ValueError(f"prompt of {L} tokens + max_new_tokens={T} = {L + T} exceeds the model's context "
+                             f"of {n} tokens; shorten the prompts or lower max_new_tokens")
+
+    # --- sampling -----------------------------------------------------------------------------------
+    def decoder(self, prompts: Tensor, G: int, max_new_tokens: int) -> "KVCacheDecoder":
+        self.check_length(prompts.shape[1], max_new_tokens)
+        return KVCacheDecoder(self, prompts, G)
+
+    # --- scoring ------------------------------------------------------------------------------------
+    def log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
+        """log π(y_t | x, y_<t) for each completion token, (P, G, T), from one forward pass over
+        prompt + completion. Padding after EOS is scored too (it is masked downstream); causal
+        attention keeps it from touching any real token."""
+        P, G, T = completions.shape
+        L = prompts.shape[1]
+        self.check_length(L, T)
+        pmask = prompt_mask(prompts, self.pad_id).repeat_interleave(G, 0)                 # (P·G, L)
+        ids = torch.cat([prompts.repeat_interleave(G, 0), completions.reshape(P * G, T)], 1)  # (P·G, L+T)
+        attn = torch.cat([pmask, pmask.new_ones(P * G, T)], 1)                           # (P·G, L+T)
+        with self.autocast():
+            out = self.model(input_ids=ids, attention_mask=attn.long(), position_ids=positions(attn),
+                             use_cache=False, logits_to_keep=T + 1)
+        logits = out.logits[:, :-1]                             # (P·G, T, V): column L−1+t predicts y_t
+        return token_logp(logits, completions.reshape(P * G, T)).view(P, G, T)
+
+    def accumulate_grad(self, prompts, completions, logp: Tensor, psi: Tensor) -> None:
+        """∂L/∂θ += Σ ψ·∂logp/∂θ by autograd."""
+        logp.backward(psi)
+
+    # --- the anchor ---------------------------------------------------------------------------------
+    def anchor(self) -> nn.Module:
+        """π_anchor = this policy as it is now, frozen. With a LoRA (peft) model the anchor is the same
+        weights with the adapter switched off — no second copy of the model in memory."""
+        if is_peft_model(self.model):
+            return AdapterOffAnchor(self)
+        frozen = copy.deepcopy(self)
+        frozen.requires_grad_(False)
+        frozen.model.eval()
+        if frozen.gradient_checkpointing:          # no backward through the anchor: nothing to save
+            disable = getattr(frozen.model, "activation_checkpointing_disable", None) or \
+                frozen.model.gradient_checkpointing_disable
+            disable()
+            frozen.gradient_checkpointing = False
+        return frozen
+
+
+class AdapterOffAnchor(nn.Module):
+    """The anchor of a LoRA policy: the policy's own forward with the peft adapter disabled, i.e. the
+    base model it started from. Holds no weights of its own."""
+
+    def __init__(self, policy: CausalLMPolicy):
+        super().__init__()
+        self._policy = [policy]          # a list, so the policy's parameters are not registered twice
+
+    @torch.no_grad()
+    def log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
+        policy = self._policy[0]
+        with policy.model.disable_adapter():
+            return policy.log_probs(prompts, completions)
+
+    def decoder(self, prompts: Tensor, G: int, max_new_tokens: int):
+        return _AdapterOffDecoder(self._policy[0], prompts, G, max_new_tokens)
+
+
+class _AdapterOffDecoder:
+    def __init__(self, policy, prompts, G, T):
+        self.policy = policy
+        with policy.model.disable_adapter():
+            self.inner = policy.decoder(prompts, G, T)
+
+    def step(self, y):
+        with self.policy.model.disable_adapter():
+            return self.inner.step(y)
+
+
+class KVCacheDecoder:
+    """Incremental decoding with the model's key/value cache.
+
+    The prompt batch (P, L) runs once; its cache is repeated G times (prompt-major, matching
+    P × G); every later step feeds only the G·P tokens just drawn. ``step`` returns float32
+    next-token log-probs (P, G, V) of the last position only.
+    """
+
+    def __init__(self, policy: CausalLMPolicy, prompts: Tensor, G: int):
+        self.policy, self.prompts, self.G = policy, prompts, G
+        self.mask = prompt_mask(prompts, policy.pad_id)                                   # (P, L)
+        self.cache = None
+        self.next_pos = None
+
+    @torch.no_grad()
+    def step(self, y: Tensor | None) -> Tensor:
+        policy, G = self.policy, self.G
+        P = self.prompts.shape[0]
+        with policy.autocast():
+            if y is None:                                    # the prompt, once per prompt
+                out = policy.model(input_ids=self.prompts, attention_mask=self.mask.long(),
+                                   position_ids=positions(self.mask), use_cache=True, logits_to_keep=1)
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(G)                                          # (P·G) rows
+                self.cache = cache
+                self.mask = self.mask.repeat_interleave(G, 0)                             # (P·G, L)
+                self.next_pos = self.mask.long().sum(-1, keepdim=True)                    # (P·G, 1)
+                logits = out.logits[:, -1].repeat_interleave(G, 0)                        # (P·G, V)
+            else:                                            # one new token per completion
+                self.mask = torch.cat([self.mask, self.mask.new_ones(P * G, 1)], 1)       # (P·G, L+t)
+                out = policy.model(input_ids=y.reshape(P * G, 1), attention_mask=self.mask.long(),
+                                   position_ids=self.next_pos, past_key_values=self.cache, use_cache=True)
+                self.cache = out.past_key_values
+                self.next_pos = self.next_pos + 1
+                logits = out.logits[:, -1]                                                # (P·G, V)
+        return torch.log_softmax(logits.float(), dim=-1).view(P, G, -1)

@@ -1,0 +1,122 @@
+"""Supervised fine-tuning (SFT): teach a fresh tiny GPT-2 the task's format, giving the GRPO anchor.
+
+The loss is the negative log-likelihood of the answer and its EOS given the prompt,
+−(1/|y|) Σ_t log π(y_t | x, y_<t), computed with the same ``CausalLMPolicy.log_probs`` that GRPO
+uses (a batch of targets is a group of one completion per prompt, P × 1 × T).
+
+A short SFT gives an anchor that writes well-formed answers and gets some of them right: the
+imperfect starting point GRPO improves on. ``build_anchor`` trains one and saves it with
+``save_pretrained`` (model, tokenizer, and ``sft.json`` with its settings and held-out accuracy).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .masks import masked_mean
+from .models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_transformers
+from .tasks import Task, make_task
+from .tokens import char_tokenizer, encode_prompts
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SFTConfig:
+    """Settings of one SFT run on a task (all defaulted; validated on construction)."""
+
+    task: str = "addition"                              # a name in tasks.TASKS
+    task_args: dict = field(default_factory=dict)       # e.g. {"digits": 3}
+    steps: int = 600                                    # optimizer steps
+    batch_size: int = 64                                # problems per step
+    lr: float = 3e-3                                    # peak AdamW learning rate (cosine decay, 5% warm-up)
+    seed: int = 0                                       # model init and problem draws
+    shape: TinyGPT2 = field(default_factory=TinyGPT2)   # the tiny model's size
+
+    def __post_init__(self):
+        make_task(self.task, **self.task_args)          # raises on an unknown task or bad task_args
+        for name in ("steps", "batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"SFTConfig.{name}={v!r} is not allowed; must be an integer ≥ 1")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"SFTConfig.lr={self.lr!r} is not allowed; must be a number > 0")
+        if isinstance(self.shape, dict):
+            self.shape = TinyGPT2(**self.shape)
+
+
+def sft_batch(tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts (P, L) left-padded; targets (P, 1, T) = answer + EOS, right-padded; mask (P, 1, T)."""
+    prompts = encode_prompts(tokenizer, [p.prompt for p in problems])
+    rows = [tokenizer.encode(p.answer, add_special_tokens=False) + [tokenizer.eos_token_id] for p in problems]
+    T = max(len(r) for r in rows)
+    targets = torch.full((len(rows), 1, T), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), 1, T, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        targets[i, 0, :len(r)] = torch.tensor(r)
+        mask[i, 0, :len(r)] = True
+    return prompts.to(device), targets.to(device), mask.to(device)
+
+
+def sft(policy, tokenizer, task: Task, cfg: SFTConfig, on_step=None) -> list[float]:
+    """Train ``policy`` (a ``CausalLMPolicy``) on the task's answers; return the loss of every step."""
+    device = policy.device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    warm = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * t / cfg.steps)).item()))
+    losses = []
+    for t in range(cfg.steps):
+        prompts, targets, mask = sft_batch(tokenizer, task.sample(cfg.batch_size, "train", gen), device)
+        logp = policy.log_probs(prompts, targets)                                     # (P, 1, T)
+        loss = -masked_mean(logp, mask)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(t, losses[-1])
+    return losses
+
+
+def anchor_dir(task: str, task_args: dict | None = None, root: Path | None = None) -> Path:
+    """Where the tiny anchor for a task lives: ``assets/anchors/<task>[-k=v…]``."""
+    suffix = "".join(f"-{k}{v}" for k, v in sorted((task_args or {}).items()))
+    return (root or REPO_ROOT / "assets" / "anchors") / f"{task}{suffix}"
+
+
+def build_anchor(cfg: SFTConfig, out: str | Path, *, device: str = "auto", eval_size: int = 200,
+                 progress: bool = True) -> Path:
+    """SFT a fresh tiny GPT-2 on ``cfg.task`` and save it (``save_pretrained``) to ``out``."""
+    from tqdm.auto import tqdm
+
+    from .evaluate import accuracy
+    from .lm import CausalLMPolicy
+
+    t0 = time.perf_counter()
+    task = make_task(cfg.task, **cfg.task_args)
+    tokenizer = char_tokenizer(task.alphabet)
+    model = build_tiny_gpt2(tokenizer, cfg.shape, seed=cfg.seed).to(pick_device(device))
+    policy = CausalLMPolicy(model, tokenizer.pad_token_id)
+    bar = tqdm(total=cfg.steps, desc=f"SFT {cfg.task}", disable=not progress)
+    losses = sft(policy, tokenizer, task, cfg, on_step=lambda t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+    bar.close()
+    acc = accuracy(policy, tokenizer, task, task.test_set(eval_size), task.max_answer_len + 1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    cfg_json = asdict(cfg)
+    (out / "sft.json").write_text(json.dumps({"config": cfg_json, "test_accuracy": acc, "final_loss": losses[-1],
+                                              "wall_seconds": time.perf_counter() - t0,
+                                              "command": f"minigrpo sft --task {cfg.task} --steps {cfg.steps} "
+                                                         f"--seed {cfg.seed} --out {out}"}, indent=2))
+    return out

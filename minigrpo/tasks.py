@@ -1,0 +1,185 @@
+"""Synthetic tasks with verifiable answers, for training language models from scratch on a CPU.
+
+A task makes ``Problem`` s (a prompt text and its answer), splits them into train and test by a
+fixed hash of the prompt (so the held-out prompts never appear in training, whatever the seed), and
+scores a completion text. Because the answer is a function of the prompt (``solve``), a reward
+needs nothing but the prompt and completion ids — the same ``reward_fn(prompts, completions)``
+signature the bandit uses.
+
+==============  ==========================  =================================================
+task            prompt → answer             what is hard
+==============  ==========================  =================================================
+``addition``    ``"347+85="`` → ``"432"``    carries, read left to right
+``chain``       ``"7+5-3+8="`` → ``"12,9,17"``  several steps, each a running total
+==============  ==========================  =================================================
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str
+
+
+def in_test_split(prompt: str, test_fraction: float) -> bool:
+    """A fixed, seed-independent split: a prompt is held out when its CRC32 falls in the first
+    ``test_fraction`` of the hash range."""
+    return zlib.crc32(prompt.encode()) < test_fraction * 2 ** 32
+
+
+class Task:
+    """Base: subclasses define ``alphabet``, ``max_prompt_len``, ``max_answer_len``, ``draw`` and ``solve``."""
+
+    name = "task"
+    answer_pattern = re.compile(r".*")
+    test_fraction = 0.1
+
+    def draw(self, generator: torch.Generator) -> str:
+        raise NotImplementedError
+
+    def solve(self, prompt: str) -> str:
+        raise NotImplementedError
+
+    def problem(self, prompt: str) -> Problem:
+        return Problem(prompt, self.solve(prompt))
+
+    def sample(self, n: int, split: str = "train", generator: torch.Generator | None = None) -> list[Problem]:
+        """n problems from ``split`` ('train' or 'test'), drawn with ``generator``."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split={split!r} is not allowed; use 'train' or 'test'")
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"{self.name}: n={n!r} problems requested; must be an integer ≥ 1")
+        want_test = split == "test"
+        out = []
+        for _ in range(1000 * n):
+            prompt = self.draw(generator)
+            if in_test_split(prompt, self.test_fraction) == want_test:
+                out.append(self.problem(prompt))
+                if len(out) == n:
+                    return out
+        raise ValueError(f"{self.name}: could not draw {n} {split} problems; the task is too small for the split")
+
+    def test_set(self, n: int = 200, seed: int = 1234) -> list[Problem]:
+        """The fixed held-out set used for accuracy: the same n problems on every run."""
+        return self.sample(n, "test", torch.Generator().manual_seed(seed))
+
+    def score(self, prompt: str, completion: str, ended: bool = True) -> dict[str, float]:
+        """Named reward components of one completion: ``correct`` (exact answer) and ``format`` (the
+        answer's shape, ended by EOS)."""
+        return {"correct": float(completion == self.solve(prompt)),
+                "format": float(ended and self.answer_pattern.fullmatch(completion) is not None)}
+
+    def sft_text(self, problem: Problem) -> tuple[str, str]:
+        """(prompt, target) for supervised fine-tuning: the target is the answer (EOS added by the trainer)."""
+        return problem.prompt, problem.answer
+
+
+def _randint(lo: int, hi: int, generator) -> int:
+    return int(torch.randint(lo, hi, (1,), generator=generator))
+
+
+class AdditionTask(Task):
+    """a + b for non-negative integers of up to ``digits`` digits: ``"347+85="`` → ``"432"``."""
+
+    name = "addition"
+    answer_pattern = re.compile(r"0|[1-9][0-9]*")
+    alphabet = "0123456789+="
+
+    def __init__(self, digits: int = 3):
+        if not (isinstance(digits, int) and 1 <= digits <= 9):
+            raise ValueError(f"addition: digits={digits!r} must be an integer from 1 to 9")
+        self.digits = digits
+        self.max_prompt_len = 2 * digits + 2
+        self.max_answer_len = digits + 1
+
+    def draw(self, generator) -> str:
+        n = 10 ** self.digits
+        return f"{_randint(0, n, generator)}+{_randint(0, n, generator)}="
+
+    def solve(self, prompt: str) -> str:
+        m = re.fullmatch(r"(\d+)\+(\d+)=", prompt)
+        if m is None:
+            raise ValueError(f"addition: prompt {prompt!r} is not of the form 'a+b='")
+        return str(int(m.group(1)) + int(m.group(2)))
+
+
+class ChainTask(Task):
+    """A chain of ``n_ops`` additions/subtractions of single digits, answered with every running total:
+    ``"7+5-3+8="`` → ``"12,9,17"``. Each total is a step that can be checked on its own."""
+
+    name = "chain"
+    alphabet = "0123456789+-=,"
+
+    def __init__(self, n_ops: int = 3):
+        if not (isinstance(n_ops, int) and 1 <= n_ops <= 8):
+            raise ValueError(f"chain: n_ops={n_ops!r} must be an integer from 1 to 8")
+        self.n_ops = n_ops
+        self.answer_pattern = re.compile(r"-?\d+(,-?\d+){%d}" % (n_ops - 1))
+        self.max_prompt_len = 2 * n_ops + 2
+        self.max_answer_len = 4 * n_ops - 1       # each total has at most 2 digits and a sign, commas between
+
+    def draw(self, generator) -> str:
+        parts = [str(_randint(0, 10, generator))]
+        for _ in range(self.n_ops):
+            parts.append("+-"[_randint(0, 2, generator)] + str(_randint(0, 10, generator)))
+        return "".join(parts) + "="
+
+    def steps(self, prompt: str) -> list[int]:
+        m = re.fullmatch(r"(\d)((?:[+-]\d)+)=", prompt)
+        if m is None:
+            raise ValueError(f"chain: prompt {prompt!r} is not of the form 'd±d±…='")
+        total, out = int(m.group(1)), []
+        for op, d in re.findall(r"([+-])(\d)", m.group(2)):
+            total += int(d) if op == "+" else -int(d)
+            out.append(total)
+        return out
+
+    def solve(self, prompt: str) -> str:
+        return ",".join(str(v) for v in self.steps(prompt))
+
+
+TASKS = {"addition": AdditionTask, "chain": ChainTask}
+
+
+def make_task(name: str, **kwargs) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
+    return TASKS[name](**kwargs)
+
+
+class TaskReward:
+    """``reward_fn(prompts, completions)`` for a task: decodes the ids, scores each completion, and
+    returns r = Σ weight·component with every component kept for the metrics (``rewards.Scored``)."""
+
+    def __init__(self, task: Task, tokenizer, weights: dict[str, float] | None = None):
+        self.task, self.tokenizer = task, tokenizer
+        self.weights = dict(weights or {"correct": 1.0})
+        self.name = f"{task.name}_reward"
+
+    def __call__(self, prompts: Tensor, completions: Tensor):
+        from .rewards import Scored
+        from .tokens import decode_completions, decode_prompts
+
+        P, G, T = completions.shape
+        eos = self.tokenizer.eos_token_id
+        is_eos = completions == eos
+        mask = (is_eos.cumsum(-1) - is_eos.long()) == 0                 # up to and including the first EOS
+        ended = is_eos.any(-1).tolist()
+        texts = decode_completions(self.tokenizer, completions, mask)
+        prompt_texts = decode_prompts(self.tokenizer, prompts)
+        scores = [[self.task.score(prompt_texts[p], texts[p][g], ended[p][g]) for g in range(G)] for p in range(P)]
+        components = {k: torch.tensor([[s[k] for s in row] for row in scores]) for k in scores[0][0]}
+        unknown = set(self.weights) - set(components)
+        if unknown:
+            raise ValueError(f"reward weights name {sorted(unknown)}, which the {self.task.name} task does not "
+                             f"score; its components are {sorted(components)}")
+        r = sum(w * components[k] for k, w in self.weights.items())
+        return Scored(r, components)

@@ -1,0 +1,82 @@
+"""Tokens: a character-level tokenizer built locally, and text ↔ id batches in the P × G × T layout.
+
+``char_tokenizer`` builds a Hugging Face ``PreTrainedTokenizerFast`` (from the ``tokenizers``
+library) whose tokens are single characters, plus ``<pad>`` (id 0) and ``<eos>`` (id 1). It saves
+with ``save_pretrained`` and loads with ``AutoTokenizer.from_pretrained`` like any tokenizer, so
+the tiny model and GPT-2 go through the same code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def char_tokenizer(alphabet: str):
+    """A tokenizer with one token per character of ``alphabet`` (ids 3…), <pad>=0, <eos>=1, <unk>=2."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(alphabet))
+    if not chars:
+        raise ValueError("char_tokenizer: alphabet='' is empty; give the characters the task uses")
+    vocab = {PAD: 0, EOS: 1, UNK: 2} | {c: i + 3 for i, c in enumerate(chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")   # every character a token
+    tok.decoder = decoders.Fuse()                                                # join without spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   padding_side="left", clean_up_tokenization_spaces=False)
+
+
+def check_tokenizer(tokenizer) -> None:
+    """GRPO needs an EOS (to end completions) and a pad id (to fill the P × G × T grid)."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token (eos_token_id=None); completions "
+                         "could never end. Set tokenizer.eos_token, e.g. tokenizer.add_special_tokens"
+                         "({'eos_token': '<eos>'}) and resize the model's embeddings")
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token (pad_token_id=None); set one, e.g. "
+                         "tokenizer.pad_token = tokenizer.eos_token (the usual choice for GPT-2)")
+
+
+def encode_prompts(tokenizer, texts: list[str]) -> Tensor:
+    """Prompt texts → left-padded ids (P, L). No special tokens are added."""
+    check_tokenizer(tokenizer)
+    if len(texts) == 0:
+        raise ValueError("encode_prompts: no prompts (texts=[]); give at least one prompt")
+    rows = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    if any(len(r) == 0 for r in rows):
+        i = next(i for i, r in enumerate(rows) if len(r) == 0)
+        raise ValueError(f"encode_prompts: prompt {i} ({texts[i]!r}) encodes to no tokens; prompts must be non-empty")
+    L = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    return torch.tensor([[pad] * (L - len(r)) + r for r in rows], dtype=torch.long)
+
+
+def left_pad(ids: Tensor, attention_mask: Tensor, pad_id: int) -> Tensor:
+    """A right-padded (or arbitrarily padded) batch (P, L) with its attention mask → left-padded ids (P, L):
+    each row's real tokens moved to the end, in order."""
+    P, L = ids.shape
+    keep = attention_mask.bool()
+    order = torch.sort(keep.long(), dim=1, stable=True).indices        # pads first, then tokens in order
+    out = ids.gather(1, order)
+    return out.masked_fill(~keep.gather(1, order), pad_id)
+
+
+def decode_completions(tokenizer, completions: Tensor, mask: Tensor) -> list[list[str]]:
+    """Completion ids (P, G, T) → texts [P][G], without the EOS and the padding."""
+    P, G, T = completions.shape
+    eos = tokenizer.eos_token_id
+    keep = mask & (completions != eos)
+    rows = completions.tolist()
+    keeps = keep.tolist()
+    return [[tokenizer.decode([t for t, k in zip(rows[p][g], keeps[p][g]) if k]) for g in range(G)] for p in range(P)]
+
+
+def decode_prompts(tokenizer, prompts: Tensor) -> list[str]:
+    """Left-padded prompt ids (P, L) → texts."""
+    from .lm import prompt_mask
+
+    mask = prompt_mask(prompts, tokenizer.pad_token_id)
+    return [tokenizer.decode(row[m].tolist()) for row, m in zip(prompts, mask)]
