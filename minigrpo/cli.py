@@ -114,7 +114,7 @@ def cmd_sft(args) -> int:
 
     task_args = {"digits": args.digits} if args.digits is not None else {}
     cfg = SFTConfig(task=args.task, task_args=task_args, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    seed=args.seed)
+                    seed=args.seed, careless=args.careless)
     out = build_anchor(cfg, args.out or anchor_dir(args.task, task_args), device=args.device)
     print(json.dumps({"out": str(out), **{k: v for k, v in json.loads((out / "sft.json").read_text()).items()
                                           if k in ("test_accuracy", "final_loss", "wall_seconds")}}))
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline", help="group_mean (default), group_mean_std, leave_one_out, batch_mean, none")
     t.add_argument("--group-size", type=int, help="G completions per prompt (default 8)")
     t.add_argument("--prompts", dest="prompts_per_step", type=int, help="P prompts per step (default 16)")
-    t.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    t.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-4)")
     t.add_argument("--steps", type=int, help="GRPO steps (default 200)")
     t.add_argument("--seed", type=int)
     t.add_argument("--max-new-tokens", type=int)
@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sft", help="train a tiny GPT-2 anchor on a task by supervised fine-tuning")
     s.add_argument("--task", default="addition")
     s.add_argument("--digits", type=int, default=None)
-    s.add_argument("--steps", type=int, default=600)
+    s.add_argument("--steps", type=int, default=1500)
+    s.add_argument("--careless", type=float, default=None,
+                   help="fraction of careless teacher answers (addition: forgotten carries); default: the task's (0.6 for addition)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--lr", type=float, default=3e-3)
     s.add_argument("--seed", type=int, default=0)

@@ -1,11 +1,18 @@
-"""``minigrpo demo``: the bandit story, end to end, written into a run folder.
+"""``minigrpo demo``: the whole story, end to end, written into one run folder.
 
-1. The guided-reward GRPO (KL in the reward) on a 5-arm bandit reaches the exact optimum π*.
-2. The well-known recipes on the same bandit, and where each one's fixed point lands.
-3. A β sweep, trained side by side: the reward–KL frontier against the exact one.
-4. A 3-arm run, drawn as a path on the probability simplex.
+The language model (``lm/``):
+1. Load the tiny GPT-2 anchor, SFT-trained on 2-digit addition by a careless teacher who forgets
+   carries 60% of the time (shipped in ``assets/anchors``; rebuilt by SFT if missing).
+2. GRPO it against the exact-answer reward with the anchor KL in the reward.
+3. Held-out accuracy before and after, reward/KL/accuracy curves, sample completions before/after.
 
-Files: summary.json, metrics.jsonl (the main run, one line per step), report.md, *.png.
+The bandit (``bandit/``), where everything is exact:
+4. The guided-reward GRPO on a 5-arm bandit reaches the closed-form optimum π*.
+5. The well-known recipes on the same bandit, and where each one's fixed point lands.
+6. A β sweep side by side (the reward–KL frontier) and a 3-arm run on the probability simplex.
+
+Top-level files: summary.json (anchor_accuracy, final_accuracy, steps, wall_seconds, and both
+stories), report.md.
 """
 from __future__ import annotations
 
@@ -45,9 +52,68 @@ def compare_recipes(base: BanditConfig, bar: tqdm | None = None) -> list[dict]:
     return rows
 
 
+def lm_story(run_dir: Path, small: bool = False) -> dict:
+    """GRPO on the tiny addition model; returns the LM part of the summary."""
+    from .evaluate import greedy_completions
+    from .trainer import TrainConfig, train_lm
+    from .viz_lm import plot_lm_run
+
+    cfg = TrainConfig(task="addition", steps=6 if small else 150, beta=0.02,
+                      lr=2e-4, group_size=8, prompts_per_step=16, eval_every=2 if small else 25,
+                      eval_size=20 if small else 300, save_every=0, out=str(run_dir.parent), device="cpu")
+    examples = cfg.task_obj.test_set(8, seed=7)
+    from .lm import CausalLMPolicy
+    from .models import load_causal_lm
+    from .trainer import resolve_model
+
+    anchor_model, tok = load_causal_lm(resolve_model(cfg))
+    before = greedy_completions(CausalLMPolicy(anchor_model, tok.pad_token_id), tok, [p.prompt for p in examples], 4)
+    res = train_lm(cfg, run_dir=run_dir)
+    after = greedy_completions(res.policy, res.tokenizer, [p.prompt for p in examples], 4)
+    fig = plot_lm_run(res.metrics, title=f"GRPO on {cfg.task_obj.digits}-digit addition, beta = {cfg.beta}")
+    fig.savefig(run_dir / "training.png", dpi=110)
+    samples = [{"prompt": p.prompt, "answer": p.answer, "anchor": b, "after_grpo": a}
+               for p, b, a in zip(examples, before, after)]
+    (run_dir / "before_after.json").write_text(json.dumps(samples, indent=2))
+    return {"anchor_accuracy": res.anchor_accuracy, "final_accuracy": res.final_accuracy,
+            "steps": cfg.steps, "wall_seconds": res.wall_seconds, "config": cfg.to_dict(), "samples": samples,
+            "accuracy_curve": [[r["step"], r["test_accuracy"]] for r in res.metrics if "test_accuracy" in r]}
+
+
 def run_demo(out: str | Path = "runs", small: bool = False) -> Path:
     t0 = time.perf_counter()
-    run_dir = Path(out) / time.strftime("demo-%Y%m%d-%H%M%S")
+    from .trainer import new_run_dir
+
+    run_dir = new_run_dir(Path(out), "demo")
+    lm = lm_story(run_dir / "lm", small)
+    bandit = bandit_story(run_dir / "bandit", small)
+    summary = {"anchor_accuracy": lm["anchor_accuracy"], "final_accuracy": lm["final_accuracy"],
+               "steps": lm["steps"], "wall_seconds": time.perf_counter() - t0, "lm": lm, "bandit": bandit,
+               "files": ["report.md", "lm/training.png", "lm/before_after.json", "lm/metrics.jsonl",
+                         "lm/samples.jsonl"] + [f"bandit/{f}" for f in bandit["files"]]}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    report = _lm_report(lm) + "\n" + _report(bandit)
+    (run_dir / "report.md").write_text(report)
+    print(report)
+    print(f"\nwrote {run_dir}/ (report.md, summary.json, lm/, bandit/)")
+    return run_dir
+
+
+def _lm_report(lm: dict) -> str:
+    c = lm["config"]
+    lines = ["# minigrpo demo", "", "## GRPO on a tiny GPT-2: 2-digit addition", "",
+             f"The anchor was SFT-trained on answers from a careless teacher who forgets carries 60% of the time. "
+             f"GRPO with the exact-answer reward (beta = {c['beta']}, G = {c['group_size']}, "
+             f"{c['prompts_per_step']} prompts/step, {lm['steps']} steps, {lm['wall_seconds']:.0f} s):", "",
+             f"**held-out accuracy {lm['anchor_accuracy']:.3f} (anchor) -> {lm['final_accuracy']:.3f}** "
+             "(greedy, exact answer; lm/training.png)", "",
+             "| prompt | answer | anchor | after GRPO |", "|---|---|---|---|"]
+    lines += [f"| {s['prompt']} | {s['answer']} | {s['anchor']} | {s['after_grpo']} |" for s in lm["samples"]]
+    return "\n".join(lines) + "\n"
+
+
+def bandit_story(run_dir: Path, small: bool = False) -> dict:
+    t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=False)
     steps = 400 if small else 3000
     base = BanditConfig(means=(0.1, 0.3, 0.5, 0.7, 0.9), beta=0.1, steps=steps, seed=0)
@@ -85,18 +151,15 @@ def run_demo(out: str | Path = "runs", small: bool = False) -> Path:
         "files": sorted(str(p) for p in plots) + ["metrics.jsonl", "report.md"],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    report = _report(summary)
-    (run_dir / "report.md").write_text(report)
-    print(report)
-    print(f"\nwrote {run_dir}/ ({', '.join(summary['files'])})")
-    return run_dir
+    (run_dir / "report.md").write_text(_report(summary))
+    return summary
 
 
 def _report(s: dict) -> str:
     m = s["main"]
     fmt = lambda xs: " ".join(f"{x:.3f}" for x in xs)
     lines = [
-        "# minigrpo demo: GRPO on a bandit, checked against the exact optimum",
+        "## GRPO on a bandit, checked against the exact optimum",
         "",
         f"5 arms, means {fmt(m['config']['means'])}, beta = {m['beta']}, G = {m['config']['group_size']}, "
         f"{s['steps']} steps ({m['wall_seconds']:.2f} s).",

@@ -4,8 +4,10 @@ The loss is the negative log-likelihood of the answer and its EOS given the prom
 −(1/|y|) Σ_t log π(y_t | x, y_<t), computed with the same ``CausalLMPolicy.log_probs`` that GRPO
 uses (a batch of targets is a group of one completion per prompt, P × 1 × T).
 
-A short SFT gives an anchor that writes well-formed answers and gets some of them right: the
-imperfect starting point GRPO improves on. ``build_anchor`` trains one and saves it with
+The tiny addition anchor imitates a careless teacher: 60% of its SFT answers forget the carries
+(``careless``), as an SFT set of imperfect human demonstrations would. It writes well-formed
+answers, knows how to carry, but often does not — the imperfect starting point that GRPO with an
+exact-answer reward improves on, quickly and on held-out prompts. ``build_anchor`` trains one and saves it with
 ``save_pretrained`` (model, tokenizer, and ``sft.json`` with its settings and held-out accuracy).
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from .masks import masked_mean
 from .models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_transformers
-from .tasks import Task, make_task
+from .tasks import Problem, Task, make_task
 from .tokens import char_tokenizer, encode_prompts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,20 +33,30 @@ class SFTConfig:
 
     task: str = "addition"                              # a name in tasks.TASKS
     task_args: dict = field(default_factory=dict)       # e.g. {"digits": 3}
-    steps: int = 600                                    # optimizer steps
+    steps: int = 1500                                   # optimizer steps
     batch_size: int = 64                                # problems per step
     lr: float = 3e-3                                    # peak AdamW learning rate (cosine decay, 5% warm-up)
     seed: int = 0                                       # model init and problem draws
+    careless: float | None = None                       # fraction of answers written by a careless teacher
+                                                        # (``task.careless_answer``: addition without carries);
+                                                        # None: the task's ``sft_careless`` (0.6 for addition)
     shape: TinyGPT2 = field(default_factory=TinyGPT2)   # the tiny model's size
 
     def __post_init__(self):
-        make_task(self.task, **self.task_args)          # raises on an unknown task or bad task_args
+        task = make_task(self.task, **self.task_args)   # raises on an unknown task or bad task_args
+        if self.careless is None:
+            self.careless = task.sft_careless
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"SFTConfig.{name}={v!r} is not allowed; must be an integer ≥ 1")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"SFTConfig.lr={self.lr!r} is not allowed; must be a number > 0")
+        if not (isinstance(self.careless, (int, float)) and 0 <= self.careless <= 1):
+            raise ValueError(f"SFTConfig.careless={self.careless!r} is not allowed; must be a fraction in [0, 1]")
+        if self.careless and not hasattr(make_task(self.task, **self.task_args), "careless_answer"):
+            raise ValueError(f"SFTConfig.careless={self.careless!r} needs a task with careless answers; "
+                             f"task {self.task!r} has none (addition has)")
         if isinstance(self.shape, dict):
             self.shape = TinyGPT2(**self.shape)
 
@@ -72,7 +84,11 @@ def sft(policy, tokenizer, task: Task, cfg: SFTConfig, on_step=None) -> list[flo
         opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * t / cfg.steps)).item()))
     losses = []
     for t in range(cfg.steps):
-        prompts, targets, mask = sft_batch(tokenizer, task.sample(cfg.batch_size, "train", gen), device)
+        problems = task.sample(cfg.batch_size, "train", gen)
+        if cfg.careless:
+            slips = (torch.rand(len(problems), generator=gen) < cfg.careless).tolist()
+            problems = [Problem(p.prompt, task.careless_answer(p.prompt)) if s else p for p, s in zip(problems, slips)]
+        prompts, targets, mask = sft_batch(tokenizer, problems, device)
         logp = policy.log_probs(prompts, targets)                                     # (P, 1, T)
         loss = -masked_mean(logp, mask)
         opt.zero_grad()
@@ -84,6 +100,13 @@ def sft(policy, tokenizer, task: Task, cfg: SFTConfig, on_step=None) -> list[flo
         if on_step is not None:
             on_step(t, losses[-1])
     return losses
+
+
+def sft_command(cfg: SFTConfig, out) -> str:
+    """The `minigrpo sft` command line that rebuilds this anchor."""
+    digits = f" --digits {cfg.task_args['digits']}" if "digits" in cfg.task_args else ""
+    return (f"minigrpo sft --task {cfg.task}{digits} --steps {cfg.steps} --batch-size {cfg.batch_size} --lr {cfg.lr} "
+            f"--careless {cfg.careless} --seed {cfg.seed} --out {out}")
 
 
 def anchor_dir(task: str, task_args: dict | None = None, root: Path | None = None) -> Path:
@@ -117,6 +140,5 @@ def build_anchor(cfg: SFTConfig, out: str | Path, *, device: str = "auto", eval_
     cfg_json = asdict(cfg)
     (out / "sft.json").write_text(json.dumps({"config": cfg_json, "test_accuracy": acc, "final_loss": losses[-1],
                                               "wall_seconds": time.perf_counter() - t0,
-                                              "command": f"minigrpo sft --task {cfg.task} --steps {cfg.steps} "
-                                                         f"--seed {cfg.seed} --out {out}"}, indent=2))
+                                              "command": sft_command(cfg, out)}, indent=2))
     return out

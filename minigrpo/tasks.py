@@ -9,7 +9,7 @@ signature the bandit uses.
 ==============  ==========================  =================================================
 task            prompt → answer             what is hard
 ==============  ==========================  =================================================
-``addition``    ``"347+85="`` → ``"432"``    carries, read left to right
+``addition``    ``"47+85="`` → ``"132"``     carries, read left to right (digits=2 by default)
 ``chain``       ``"7+5-3+8="`` → ``"12,9,17"``  several steps, each a running total
 ==============  ==========================  =================================================
 """
@@ -41,6 +41,7 @@ class Task:
     name = "task"
     answer_pattern = re.compile(r".*")
     test_fraction = 0.1
+    sft_careless = 0.0        # fraction of careless teacher answers in the tiny anchor's SFT data
 
     def draw(self, generator: torch.Generator) -> str:
         raise NotImplementedError
@@ -93,7 +94,9 @@ class AdditionTask(Task):
     answer_pattern = re.compile(r"0|[1-9][0-9]*")
     alphabet = "0123456789+="
 
-    def __init__(self, digits: int = 3):
+    sft_careless = 0.6        # the anchor forgets carries often: the flaw GRPO's exact-answer reward fixes
+
+    def __init__(self, digits: int = 2):
         if not (isinstance(digits, int) and 1 <= digits <= 9):
             raise ValueError(f"addition: digits={digits!r} must be an integer from 1 to 9")
         self.digits = digits
@@ -109,6 +112,14 @@ class AdditionTask(Task):
         if m is None:
             raise ValueError(f"addition: prompt {prompt!r} is not of the form 'a+b='")
         return str(int(m.group(1)) + int(m.group(2)))
+
+    def careless_answer(self, prompt: str) -> str:
+        """The classic slip: add column by column and forget every carry (the leftmost column is written
+        whole). 47+85 → "122" instead of "132"; a sum with no carries comes out right."""
+        a, b = (s.zfill(self.digits + 1) for s in prompt[:-1].split("+"))
+        cols = [int(x) + int(y) for x, y in zip(a, b)]                      # most significant first
+        first = next((i for i, c in enumerate(cols) if c), len(cols) - 1)
+        return str(cols[first]) + "".join(str(c % 10) for c in cols[first + 1:])
 
 
 class ChainTask(Task):

@@ -50,7 +50,7 @@ class TrainConfig:
     baseline: str = "group_mean"           # one of advantages.BASELINES
     group_size: int = 8                    # G completions per prompt
     prompts_per_step: int = 16             # P prompts per step
-    lr: float = 1e-3                       # AdamW learning rate (after a short warm-up)
+    lr: float = 2e-4                       # AdamW learning rate (after a short warm-up)
     warmup_steps: int = 10                 # linear learning-rate warm-up
     steps: int = 200                       # GRPO steps
     updates: int = 1                       # optimizer updates per rollout (> 1 is where clip_eps matters)

@@ -73,7 +73,12 @@ def test_demo_small_writes_a_run_folder(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     for name in summary["files"]:
         assert (run_dir / name).stat().st_size > 0, name
-    assert summary["main"]["kl_to_optimum"] < summary["recipes"][0]["kl_to_anchor"]
-    assert {r["recipe"] for r in summary["recipes"]} >= {"seed", "deepseek", "dr_grpo", "rloo"}
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == summary["steps"] + 1 and "kl_to_optimum" in json.loads(lines[-1])
+    assert set(summary) >= {"anchor_accuracy", "final_accuracy", "steps", "wall_seconds"}
+    assert 0 <= summary["anchor_accuracy"] <= 1 and 0 <= summary["final_accuracy"] <= 1
+    lm_lines = (run_dir / "lm" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lm_lines[-1])["step"] == summary["steps"]
+    bandit = summary["bandit"]
+    assert bandit["main"]["kl_to_optimum"] < bandit["recipes"][0]["kl_to_anchor"]
+    assert {r["recipe"] for r in bandit["recipes"]} >= {"seed", "deepseek", "dr_grpo", "rloo"}
+    lines = (run_dir / "bandit" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == bandit["steps"] + 1 and "kl_to_optimum" in json.loads(lines[-1])

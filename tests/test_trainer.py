@@ -187,3 +187,22 @@ def test_cli_train_bad_input_exits_2_with_one_line(argv, match, capsys, tmp_path
     assert main(argv + ["--out", str(tmp_path)] if "--resume" not in argv else argv) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1
+
+
+def test_careless_teacher_forgets_carries():
+    task = AdditionTask(2)
+    assert task.careless_answer("47+85=") == "122" and task.solve("47+85=") == "132"
+    assert task.careless_answer("12+34=") == "46"                      # no carry: the slip is harmless
+    assert AdditionTask(3).careless_answer("347+85=") == "322"
+
+
+def test_grpo_lifts_held_out_accuracy_above_the_shipped_anchor(tmp_path):
+    """A short CPU run from the shipped tiny anchor (SFT on careless answers): held-out greedy accuracy
+    rises clearly above the anchor's. 40 steps × 16 prompts × 8 completions, a few seconds."""
+    from minigrpo.sft import anchor_dir
+
+    if not (anchor_dir("addition") / "config.json").exists():
+        pytest.fail("the shipped anchor assets/anchors/addition is missing; rebuild it with `minigrpo sft --task addition`")
+    cfg = TrainConfig(steps=40, eval_every=40, eval_size=200, save_every=0, out=str(tmp_path), device="cpu", seed=1)
+    res = train_lm(cfg, run_dir=tmp_path / "run", progress=False)
+    assert res.final_accuracy > res.anchor_accuracy + 0.1, (res.anchor_accuracy, res.final_accuracy)
