@@ -206,3 +206,20 @@ def test_grpo_lifts_held_out_accuracy_above_the_shipped_anchor(tmp_path):
     cfg = TrainConfig(steps=40, eval_every=40, eval_size=200, save_every=0, out=str(tmp_path), device="cpu", seed=1)
     res = train_lm(cfg, run_dir=tmp_path / "run", progress=False)
     assert res.final_accuracy > res.anchor_accuracy + 0.1, (res.anchor_accuracy, res.final_accuracy)
+
+
+def test_chain_task_sft_and_grpo_run(tmp_path):
+    """The multi-step task goes through the same SFT and GRPO code (a few steps of each)."""
+    anchor = build_anchor(SFTConfig(task="chain", task_args={"n_ops": 2}, steps=5, shape=TinyGPT2(**SHAPE)),
+                          tmp_path / "a", device="cpu", eval_size=5, progress=False)
+    cfg = TrainConfig(task="chain", task_args={"n_ops": 2}, model=str(anchor), steps=2, group_size=4,
+                      prompts_per_step=2, eval_size=5, out=str(tmp_path), device="cpu")
+    res = train_lm(cfg, run_dir=tmp_path / "run", progress=False)
+    assert res.metrics[-1]["step"] == 2 and "reward/format" in res.metrics[-1]
+
+
+def test_sft_config_refuses_careless_answers_for_a_task_without_them():
+    with pytest.raises(ValueError, match="careless"):
+        SFTConfig(task="chain", careless=0.5)
+    with pytest.raises(ValueError, match="careless"):
+        SFTConfig(careless=1.5)
