@@ -12,7 +12,7 @@ from .tokens import decode_completions, encode_prompts
 def greedy_completions(policy, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 256) -> list[str]:
     """The most likely next token at every step (top-k with k = 1), one completion per prompt."""
     out = []
-    device = next(policy.parameters()).device
+    device = policy.device if hasattr(policy, "device") else next(policy.parameters()).device
     for i in range(0, len(prompts), batch_size):
         ids = encode_prompts(tokenizer, prompts[i:i + batch_size]).to(device)                  # (P, L)
         ro = sample_group(policy, ids, 1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,

@@ -166,6 +166,10 @@ class AdapterOffAnchor(nn.Module):
         super().__init__()
         self._policy = [policy]          # a list, so the policy's parameters are not registered twice
 
+    @property
+    def device(self) -> torch.device:
+        return self._policy[0].device
+
     @torch.no_grad()
     def log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
         policy = self._policy[0]

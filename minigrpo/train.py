@@ -97,6 +97,8 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
     rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
     P, G, T = rollout.shape
     r, components = check_scored(reward_fn(prompts, rollout.completions), (P, G), reward_fn)  # (P,G)
+    dev = rollout.logp.device                        # a reward computed on the CPU meets a policy on a GPU
+    r, components = r.to(dev), {k: v.to(dev) for k, v in components.items()}
     with torch.no_grad():
         logp_anchor = anchor.log_probs(prompts, rollout.completions)                          # (P,G,T)
         # π_old: the sampling pass's own log-probs when it sampled the policy itself (no extra pass);

@@ -216,3 +216,13 @@ def test_saved_tiny_model_loads_like_any_checkpoint(tok, policy, tmp_path):
     completions = torch.randint(3, len(tok), (3, 2, 4))
     torch.testing.assert_close(CausalLMPolicy(model, tok2.pad_token_id).log_probs(prompts, completions),
                                policy.log_probs(prompts, completions))
+
+
+def test_greedy_accuracy_works_on_a_lora_anchor_with_no_parameters(tok):
+    pytest.importorskip("peft")
+    from minigrpo.evaluate import greedy_completions
+
+    base = build_tiny_gpt2(tok, TinyGPT2(n_layer=1, n_embd=32, n_head=2, n_positions=32), seed=7)
+    policy = CausalLMPolicy(add_lora(base, r=2), tok.pad_token_id)
+    texts = greedy_completions(policy.anchor(), tok, PROMPTS, 3)
+    assert texts == greedy_completions(policy, tok, PROMPTS, 3)          # untrained adapter: same model

@@ -57,5 +57,4 @@ def test_tiny_gpt2_reaches_the_enumerated_optimum():
                       generator=gen, max_new_tokens=T):
         sched.step()
     kl = kl_divergence(seq_logp(policy, prompt), logp_star).item()
-    print(start, kl)
     assert kl < 0.01, f"KL(π‖π*) = {kl:.4f} (started at {start:.3f})"

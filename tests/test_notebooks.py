@@ -16,6 +16,8 @@ kernelspec = pytest.importorskip("jupyter_client.kernelspec")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+TUTORIALS = ["01_bandit.ipynb", "02_tokens_and_logprobs.ipynb", "03_one_grpo_step_by_hand.ipynb",
+             "04_lm_grpo_run.ipynb", "05_gpt2.ipynb"]
 KERNEL = "python3"
 
 
@@ -32,6 +34,12 @@ def test_kernel_is_this_interpreter():
     assert Path(kernel_python()).resolve() == Path(sys.executable).resolve(), (
         f"kernel {KERNEL!r} would start {kernel_python()}, not this interpreter {sys.executable}; "
         f"run `{sys.executable} -m ipykernel install --sys-prefix` to point it here")
+
+
+def test_every_tutorial_is_collected():
+    """The notebooks are found by glob; a renamed or deleted tutorial must not silently drop out of the run."""
+    missing = sorted(set(TUTORIALS) - {p.name for p in NOTEBOOKS})
+    assert not missing, f"tutorial notebooks missing from {NOTEBOOK_DIR}: {missing}"
 
 
 @pytest.mark.smoke
