@@ -72,6 +72,12 @@ def top_p_filter(logp_all: Tensor, p: float) -> Tensor:
     return torch.log_softmax(logp_all.masked_fill(drop, float("-inf")), dim=-1)
 
 
+def completion_mask(completions: Tensor, eos_id: int) -> Tensor:
+    """True on every token up to and including the first EOS (no EOS strictly before t), (…, T)."""
+    is_eos = completions == eos_id
+    return (is_eos.cumsum(-1) - is_eos.long()) == 0
+
+
 class PrefixDecoder:
     """The plain decoding loop, no cache: each step asks ``policy.next_token_logp(prompts, prefix)``
     for the next-token log-probs given the whole prefix (P, G, t). Bandits and small policies use it."""
@@ -141,8 +147,7 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
     if eos_id is None:
         mask = torch.ones_like(completions, dtype=torch.bool)
     else:
-        is_eos = completions == eos_id
-        mask = (is_eos.cumsum(-1) - is_eos.long()) == 0                 # no EOS strictly before t
+        mask = completion_mask(completions, eos_id)
         completions = completions.masked_fill(~mask, pad_id)
         logp = logp.masked_fill(~mask, 0.0)
     if completions.shape[-1] < T:                                       # every completion ended early

@@ -177,13 +177,13 @@ class TaskReward:
 
     def __call__(self, prompts: Tensor, completions: Tensor):
         from .rewards import Scored
+        from .sampling import completion_mask
         from .tokens import decode_completions, decode_prompts
 
         P, G, T = completions.shape
         eos = self.tokenizer.eos_token_id
-        is_eos = completions == eos
-        mask = (is_eos.cumsum(-1) - is_eos.long()) == 0                 # up to and including the first EOS
-        ended = is_eos.any(-1).tolist()
+        mask = completion_mask(completions, eos)                        # up to and including the first EOS
+        ended = (completions == eos).any(-1).tolist()
         texts = decode_completions(self.tokenizer, completions, mask)
         prompt_texts = decode_prompts(self.tokenizer, prompts)
         scores = [[self.task.score(prompt_texts[p], texts[p][g], ended[p][g]) for g in range(G)] for p in range(P)]
