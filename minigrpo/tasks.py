@@ -166,31 +166,9 @@ def make_task(name: str, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
-class TaskReward:
-    """``reward_fn(prompts, completions)`` for a task: decodes the ids, scores each completion, and
-    returns r = Σ weight·component with every component kept for the metrics (``rewards.Scored``)."""
+def TaskReward(task: Task, tokenizer, weights: dict[str, float] | None = None, **kwargs):
+    """The task's programmatic reward (see ``checks.task_reward``): r = Σ weight·component, every
+    component logged. Kept here, beside the tasks, as the name the notebooks use."""
+    from .checks import task_reward
 
-    def __init__(self, task: Task, tokenizer, weights: dict[str, float] | None = None):
-        self.task, self.tokenizer = task, tokenizer
-        self.weights = dict(weights or {"correct": 1.0})
-        self.name = f"{task.name}_reward"
-
-    def __call__(self, prompts: Tensor, completions: Tensor):
-        from .rewards import Scored
-        from .sampling import completion_mask
-        from .tokens import decode_completions, decode_prompts
-
-        P, G, T = completions.shape
-        eos = self.tokenizer.eos_token_id
-        mask = completion_mask(completions, eos)                        # up to and including the first EOS
-        ended = (completions == eos).any(-1).tolist()
-        texts = decode_completions(self.tokenizer, completions, mask)
-        prompt_texts = decode_prompts(self.tokenizer, prompts)
-        scores = [[self.task.score(prompt_texts[p], texts[p][g], ended[p][g]) for g in range(G)] for p in range(P)]
-        components = {k: torch.tensor([[s[k] for s in row] for row in scores]) for k in scores[0][0]}
-        unknown = set(self.weights) - set(components)
-        if unknown:
-            raise ValueError(f"reward weights name {sorted(unknown)}, which the {self.task.name} task does not "
-                             f"score; its components are {sorted(components)}")
-        r = sum(w * components[k] for k, w in self.weights.items())
-        return Scored(r, components)
+    return task_reward(task, tokenizer, weights, **kwargs)

@@ -3,10 +3,11 @@
 One step, in the order a learner reads it (shapes P × G × T):
 
 1. sample G completions per prompt from the policy                       ``sampling.sample_group``
-2. score them:                   r (P,G)                                   the reward function
+2. score them:                   r (P,G), and step rewards if any          the reward function
 3. anchor log-probs, no grad:    logp_anchor (P,G,T)                       ``anchor.log_probs``
 4. total reward:                 R = r − β·KL  (when the KL is in the reward) ``recipe.kl``
 5. advantages:                   A = R − baseline (P,G)                    ``recipe.baseline``
+   (+ per-step advantages (P,G,T) when the reward scores steps)           ``advantages.step_advantages``
 6. per-token push:               ψ = ∂L/∂logp = W·(ℓ'_pg + β·k')  (P,G,T)  ``recipe.surrogate/aggregation``
 7. parameter gradient and update: ∇θ = Σ ψ·∇θ logp, optimizer step        ``policy.accumulate_grad``
 
@@ -21,11 +22,12 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .advantages import step_advantages
 from .kl import K1
 from .loss import aggregate, clip_fraction
 from .masks import masked_mean, masked_sum
 from .recipe import Recipe
-from .rewards import check_scored
+from .rewards import Scored, call_reward, check_scored
 from .sampling import Rollout, sample_group
 
 
@@ -36,7 +38,7 @@ class Step:
     rollout: Rollout
     r: Tensor            # (P,G)   reward from the reward function
     R: Tensor            # (P,G)   total reward after the KL shaping (= r when the KL is in the loss)
-    A: Tensor            # (P,G)   advantage
+    A: Tensor            # (P,G)   advantage; (P,G,T) per token when the reward scores steps
     logp_anchor: Tensor  # (P,G,T) anchor log-probs of the sampled tokens
     logp: Tensor         # (P,G,T) policy log-probs going into the (last) update, detached
     psi: Tensor          # (P,G,T) ∂L/∂logp, the push each sampled token received
@@ -46,13 +48,14 @@ class Step:
     logp_old: Tensor | None = None   # (P,G,T) log π_old for the ratio; None: the rollout's own logp
     components: dict = field(default_factory=dict)   # named reward parts {name: (P,G)}
     grad_norm: float | None = None   # ‖∇θ L‖ of the last update, before clipping
+    scored: Scored | None = None     # the checked reward: applicability, validity, step rewards
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def loss(self) -> Tensor:
         """L = Σ W·(ℓ_pg + β·k) — the number whose gradient ψ is (computed on demand)."""
         if "loss" not in self._cache:
-            A = self.A[..., None]
+            A = per_token(self.A)
             logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
             pg = self.recipe.surrogate.value(self.logp, logp_old, A)
             kl_value, _ = self.recipe.kl.loss_terms(self.logp, self.logp_anchor, self.beta)
@@ -69,22 +72,35 @@ class Step:
         m = self.rollout.mask
         lengths = m.sum(-1).to(self.r.dtype)
         logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
-        extra = {f"reward/{k}": v.mean().item() for k, v in self.components.items()}
+        if self.scored is not None:
+            extra = {f"reward/{k}": v for k, v in self.scored.component_means().items()}
+        else:
+            extra = {f"reward/{k}": v.mean().item() for k, v in self.components.items()}
+        valid = self.scored.valid if self.scored is not None else None
+        if valid is not None:
+            extra["reward_valid_fraction"] = valid.float().mean().item()
         if self.grad_norm is not None:
             extra["grad_norm"] = self.grad_norm
+        mean_valid = (lambda x: x.mean().item()) if valid is None else \
+            (lambda x: x[valid].mean().item() if valid.any() else float("nan"))
         return {
-            "reward": self.r.mean().item(),
-            "reward_total": self.R.mean().item(),
-            "advantage_abs": self.A.abs().mean().item(),
+            "reward": mean_valid(self.r),
+            "reward_total": mean_valid(self.R),
+            "advantage_abs": masked_mean(per_token(self.A).abs().expand_as(m), m).item(),
             "kl": self.kl.mean().item(),
             "entropy_proxy": -masked_mean(self.rollout.logp, m).item(),
             "completion_length": lengths.mean().item(),
             "loss": self.loss.item(),
             "beta": float(torch.as_tensor(self.beta).float().mean()),
-            "clip_fraction": float(clip_fraction(self.logp, logp_old, self.A[..., None], m,
+            "clip_fraction": float(clip_fraction(self.logp, logp_old, per_token(self.A), m,
                                                  self.recipe.surrogate.eps_low, self.recipe.surrogate.eps_high)),
             **extra,
         }
+
+
+def per_token(A: Tensor) -> Tensor:
+    """Advantages broadcast over tokens: (P,G) → (P,G,1); per-token (P,G,T) stay as they are."""
+    return A[..., None] if A.dim() == 2 else A
 
 
 def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Recipe, beta, optimizer, G: int, *,
@@ -96,9 +112,9 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
     optimizer touches the weights."""
     rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
     P, G, T = rollout.shape
-    r, components = check_scored(reward_fn(prompts, rollout.completions), (P, G), reward_fn)  # (P,G)
-    dev = rollout.logp.device                        # a reward computed on the CPU meets a policy on a GPU
-    r, components = r.to(dev), {k: v.to(dev) for k, v in components.items()}
+    scored = check_scored(call_reward(reward_fn, prompts, rollout), (P, G), reward_fn, T)       # r (P,G)
+    scored = _to_device(scored, rollout.logp.device)      # a reward computed on the CPU meets a policy on a GPU
+    r = scored.r
     with torch.no_grad():
         logp_anchor = anchor.log_probs(prompts, rollout.completions)                          # (P,G,T)
         # π_old: the sampling pass's own log-probs when it sampled the policy itself (no extra pass);
@@ -107,13 +123,17 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
             policy.log_probs(prompts, rollout.completions).masked_fill(~rollout.mask, 0.0)
     lp_old = rollout.logp if logp_old is None else logp_old
     R = recipe.kl.shape_reward(r, lp_old, logp_anchor, rollout.mask, beta)                     # (P,G)
-    A = recipe.baseline(R, prompts)                                                            # (P,G)
+    A = recipe.baseline(R, prompts) if scored.valid is None else \
+        recipe.baseline(R, prompts, valid=scored.valid)                                        # (P,G)
+    if scored.steps is not None:                 # process rewards: per-token advantages on top
+        st = scored.steps
+        A = A[..., None] + step_advantages(st.values, st.ends, st.present, T)                  # (P,G,T)
     W = recipe.aggregation(rollout.mask)                                                       # (P,G,T)
     grad_norm = None
     for _ in range(updates):
         logp = policy.log_probs(prompts, rollout.completions)        # (P,G,T), graph for neural policies
         lp = logp.detach()
-        dl = recipe.surrogate.grad(lp, lp_old, A[..., None])                                 # ∂ℓ_pg/∂logp
+        dl = recipe.surrogate.grad(lp, lp_old, per_token(A))                                 # ∂ℓ_pg/∂logp
         _, kl_grad = recipe.kl.loss_terms(lp, logp_anchor, beta)
         psi = W * (dl if kl_grad is None else dl + kl_grad)                                    # ∂L/∂logp
         optimizer.zero_grad()
@@ -126,7 +146,17 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
                 raise FloatingPointError(f"the gradient norm is {grad_norm}: the loss or log-probs went non-finite; "
                                          "the weights were not updated (lower the learning rate or check the reward)")
         optimizer.step()
-    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, components, grad_norm)
+    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, scored.components, grad_norm,
+                scored)
+
+
+def _to_device(s: Scored, dev) -> Scored:
+    from .rewards import StepRewards
+
+    steps = None if s.steps is None else StepRewards(s.steps.values.to(dev), s.steps.ends.to(dev),
+                                                       s.steps.present.to(dev))
+    return Scored(s.r.to(dev), {k: v.to(dev) for k, v in s.components.items()},
+                  {k: v.to(dev) for k, v in s.applicable.items()}, None if s.valid is None else s.valid.to(dev), steps)
 
 
 def train(policy, anchor, prompts, reward_fn: Callable, recipe: Recipe, beta_ctl, optimizer, G: int, steps: int, *,

@@ -16,6 +16,7 @@ version would restrict to rank 0.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -60,7 +61,12 @@ class TrainConfig:
     temperature: float = 1.0               # sampling temperature
     top_k: int | None = None               # sample from the k most likely tokens; None: all
     top_p: float | None = None             # nucleus sampling; None: off
-    reward_weights: dict = field(default_factory=lambda: {"correct": 1.0})   # task reward components → weights
+    reward_weights: dict = field(default_factory=lambda: {"correct": 1.0})   # reward components → weights:
+                                           # correct, format, length, safety, steps (checks.py), reward_model
+    reward_combine: str = "sum"            # "sum": Σ w·c; "normalised": each component z-scored in its group first
+    forbidden: list = field(default_factory=list)   # strings the "safety" component penalises
+    reward_model: str | None = None        # a reward-model folder (reward_model.py / HF sequence classifier):
+                                           # the "reward_model" component
     seed: int = 0                          # problem draws and sampling
     eval_every: int = 25                   # held-out accuracy every N steps (and at steps 0 and last)
     eval_size: int = 200                   # held-out problems
@@ -110,8 +116,28 @@ class TrainConfig:
             _fail("top_p", self.top_p, "must be in (0, 1], or None")
         if self.precision not in PRECISIONS:
             _fail("precision", self.precision, f"choose one of {PRECISIONS}")
+        from .checks import TASK_COMPONENTS
+        from .compose import COMBINE
+
+        allowed = TASK_COMPONENTS + ("reward_model",)
         if not isinstance(self.reward_weights, dict) or not self.reward_weights:
             _fail("reward_weights", self.reward_weights, "must be a non-empty mapping of component name → weight")
+        for k, w in self.reward_weights.items():
+            if k not in allowed:
+                _fail("reward_weights", self.reward_weights, f"component {k!r} is unknown; choose from {list(allowed)}")
+            if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)):
+                _fail("reward_weights", self.reward_weights, f"the weight of {k!r} must be a finite number")
+        if self.reward_combine not in COMBINE:
+            _fail("reward_combine", self.reward_combine, f"choose one of {sorted(COMBINE)}")
+        if not (isinstance(self.forbidden, (list, tuple)) and all(isinstance(w, str) and w for w in self.forbidden)):
+            _fail("forbidden", self.forbidden, "must be a list of non-empty strings")
+        if "safety" in self.reward_weights and not self.forbidden:
+            _fail("forbidden", self.forbidden, "the 'safety' reward component needs at least one forbidden string")
+        if ("reward_model" in self.reward_weights) != (self.reward_model is not None):
+            _fail("reward_model", self.reward_model, "give a reward-model folder exactly when reward_weights "
+                                                     "names 'reward_model'")
+        if "steps" in self.reward_weights and not hasattr(self.task_obj, "steps"):
+            _fail("reward_weights", self.reward_weights, f"'steps' needs a multi-step task; {self.task!r} has none")
 
     # --- construction from files and flags ----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -216,16 +242,37 @@ def build_policy(model_src: str, cfg: TrainConfig, device: torch.device, lora_fr
     return policy, tokenizer
 
 
+def build_reward(cfg: TrainConfig, tokenizer, device=None):
+    """The run's reward from its config: the task's checks weighted by ``reward_weights``, plus the
+    ``reward_model`` component when one is named."""
+    from .checks import task_reward
+
+    weights = dict(cfg.reward_weights)
+    rm_weight = weights.pop("reward_model", None)
+    weights.setdefault("correct", 0.0)       # exactness is always logged (reward/correct), trained only if weighted
+    reward = task_reward(cfg.task_obj, tokenizer, weights, combine=cfg.reward_combine, forbidden=cfg.forbidden)
+    if rm_weight is not None:
+        from .reward_model import RewardModelReward
+
+        reward.components["reward_model"] = RewardModelReward.load(cfg.reward_model, device=device)
+        reward.weights["reward_model"] = float(rm_weight)
+    return reward
+
+
 def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
-             on_step: Callable[[dict], None] | None = None, progress: bool = True) -> TrainResult:
+             on_step: Callable[[dict], None] | None = None, progress: bool = True,
+             rewards: dict | Callable | None = None) -> TrainResult:
     """Run GRPO on ``cfg.task``; or, with ``resume`` (a run folder), continue it from its last checkpoint
-    up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised)."""
+    up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised).
+
+    ``rewards`` replaces the configured reward: a mapping name → component or (component, weight) (see
+    ``compose.RewardSet``; a plain ``f(prompt, completion)`` function is a component), or any
+    ``reward_fn(prompts, completions)``. It is code, so it is not saved: pass it again to resume."""
     from tqdm.auto import tqdm
 
     from .evaluate import accuracy
     from .lm import CausalLMPolicy
     from .models import load_causal_lm, pick_device
-    from .tasks import TaskReward
     from .tokens import decode_completions, decode_prompts, encode_prompts
     from .train import grpo_step
 
@@ -260,7 +307,14 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         anchor_model, _ = load_causal_lm(anchor_src, device=device)
         anchor = CausalLMPolicy(anchor_model, tokenizer.pad_token_id, autocast_dtype=policy.autocast_dtype)
         anchor.requires_grad_(False)
-    reward = TaskReward(task, tokenizer, cfg.reward_weights)
+    if rewards is None:
+        reward = build_reward(cfg, tokenizer, device)
+    elif isinstance(rewards, dict):
+        from .compose import RewardSet
+
+        reward = RewardSet(tokenizer, rewards, combine=cfg.reward_combine)
+    else:
+        reward = rewards
     recipe, beta_ctl = cfg.recipe(), cfg.beta_controller()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

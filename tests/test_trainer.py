@@ -136,16 +136,18 @@ def test_corrupted_checkpoint_is_named(anchor, tmp_path):
 
 def test_non_finite_reward_stops_the_run_and_keeps_the_checkpoint(anchor, tmp_path, monkeypatch):
     calls = {"n": 0}
-    orig = TaskReward.__call__
+    from minigrpo.compose import RewardSet
 
-    def flaky(self, prompts, completions):
+    orig = RewardSet.score
+
+    def flaky(self, batch):
         calls["n"] += 1
-        out = orig(self, prompts, completions)
+        out = orig(self, batch)
         if calls["n"] == 5:
             out.r[0, 0] = float("nan")
         return out
 
-    monkeypatch.setattr(TaskReward, "__call__", flaky)
+    monkeypatch.setattr(RewardSet, "score", flaky)
     with pytest.raises(ValueError, match="non-finite"):
         train_lm(small_cfg(anchor, tmp_path), run_dir=tmp_path / "n", progress=False)
     assert RunFolder(tmp_path / "n").latest_checkpoint().name == "step-000003"
