@@ -88,25 +88,20 @@ class Completions:
         return self._token_text[token_id]
 
     def steps(self, p: int, g: int, separators: str = ",\n") -> list[tuple[int, str]]:
-        """The steps of completion (p, g): [(end token index, step text)], cut after each token whose
-        text holds a separator; the last step ends at the EOS (or the last token). ``"12,9,17⏎"`` →
-        [(2, "12"), (4, "9"), (7, "17")]."""
+        """The steps of completion (p, g) as [(end token index, step text)]: the text split at the
+        separators (like ``str.split``), each step ending at the token that holds its separator, the
+        last at the EOS (or the last token). ``"12,9,17⏎"`` → [(2, "12"), (4, "9"), (7, "17")]."""
         eos = self.tokenizer.eos_token_id
-        row, keep = self.ids[p, g].tolist(), self.mask[p, g].tolist()
+        kept = [(t, tok) for t, (tok, k) in enumerate(zip(self.ids[p, g].tolist(), self.mask[p, g].tolist())) if k]
         out, text = [], ""
-        for t, (tok, k) in enumerate(zip(row, keep)):
-            if not k:
-                break
-            piece = "" if tok == eos else self.token_text(tok)
-            cut = any(c in piece for c in separators)
-            text += "".join(c for c in piece if c not in separators)
-            last = t + 1 == len(row) or not keep[t + 1]
-            if cut or last:
-                if cut or text or not out:        # an EOS right after a separator closes nothing new
+        for t, tok in kept:
+            for c in ("" if tok == eos else self.token_text(tok)):
+                if c in separators:
                     out.append((t, text))
-                elif out:                          # …but it does end the last step's span
-                    out[-1] = (t, out[-1][1])
-                text = ""
+                    text = ""
+                else:
+                    text += c
+        out.append((kept[-1][0] if kept else 0, text))
         return out
 
 

@@ -52,6 +52,10 @@ class Task:
     def problem(self, prompt: str) -> Problem:
         return Problem(prompt, self.solve(prompt))
 
+    def split_key(self, prompt: str) -> str:
+        """The text whose hash decides the prompt's split (the prompt itself, for most tasks)."""
+        return prompt
+
     def sample(self, n: int, split: str = "train", generator: torch.Generator | None = None) -> list[Problem]:
         """n problems from ``split`` ('train' or 'test'), drawn with ``generator``."""
         if split not in ("train", "test"):
@@ -62,7 +66,7 @@ class Task:
         out = []
         for _ in range(1000 * n):
             prompt = self.draw(generator)
-            if in_test_split(prompt, self.test_fraction) == want_test:
+            if in_test_split(self.split_key(prompt), self.test_fraction) == want_test:
                 out.append(self.problem(prompt))
                 if len(out) == n:
                     return out
@@ -128,6 +132,7 @@ class ChainTask(Task):
 
     name = "chain"
     alphabet = "0123456789+-=,"
+    sft_careless = 0.5        # the anchor slips on single steps: where a per-step reward gives precise credit
 
     def __init__(self, n_ops: int = 3):
         if not (isinstance(n_ops, int) and 1 <= n_ops <= 8):
@@ -156,8 +161,54 @@ class ChainTask(Task):
     def solve(self, prompt: str) -> str:
         return ",".join(str(v) for v in self.steps(prompt))
 
+    def careless_answer(self, prompt: str) -> str:
+        """A teacher who slips on single steps but keeps the true running total: a step that carries
+        past 9 is written without its ten (7+5 → "2"), and a negative total without its sign (3−8 → "5").
+        "7+5-3+8=" → "2,9,7" (right: "12,9,17"); steps with no carry or sign come out right."""
+        out, prev = [], int(prompt[0])
+        for v in self.steps(prompt):
+            out.append(v - 10 if prev < 10 <= v else abs(v))
+            prev = v
+        return ",".join(str(v) for v in out)
 
-TASKS = {"addition": AdditionTask, "chain": ChainTask}
+
+class JudgeTask(Task):
+    """Judge another task's answers: ``"47+85=132?"`` → ``"Y"`` (right) or ``"N"`` (wrong). Half the
+    prompts carry the right answer, half a wrong one (near misses, the careless answer, malformed
+    ones). SFT on it makes a tiny LM judge (``judge.LMJudge``). A base prompt is in the same split
+    here as in the base task, so a judge never saw the held-out problems."""
+
+    name = "judge"
+    max_answer_len = 1
+
+    def __init__(self, base: str = "addition", **base_args):
+        if base == "judge" or base not in TASKS:
+            raise ValueError(f"judge: base={base!r} is not allowed; choose one of {sorted(set(TASKS) - {'judge'})}")
+        self.base = make_task(base, **base_args)
+        self.alphabet = self.base.alphabet + "?YN"
+        self.max_prompt_len = self.base.max_prompt_len + self.base.max_answer_len + 2
+        self.answer_pattern = re.compile(r"[YN]")
+        self.test_fraction = self.base.test_fraction
+
+    def split_key(self, prompt: str) -> str:
+        return prompt[:prompt.index("=") + 1]
+
+    def draw(self, generator) -> str:
+        from .preferences import candidate_answers
+
+        base_prompt = self.base.draw(generator)
+        truth = self.base.solve(base_prompt)
+        if _randint(0, 2, generator) == 0:
+            return f"{base_prompt}{truth}?"
+        wrong = [c for c in candidate_answers(self.base, base_prompt, generator) if c != truth]
+        return f"{base_prompt}{wrong[_randint(0, len(wrong), generator)]}?"
+
+    def solve(self, prompt: str) -> str:
+        base_prompt, answer = prompt[:prompt.index("=") + 1], prompt[prompt.index("=") + 1:-1]
+        return "Y" if answer == self.base.solve(base_prompt) else "N"
+
+
+TASKS = {"addition": AdditionTask, "chain": ChainTask, "judge": JudgeTask}
 
 
 def make_task(name: str, **kwargs) -> Task:
