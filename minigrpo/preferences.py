@@ -47,8 +47,8 @@ def pairs_from_ranking(prompt: str, ranking: list[str]) -> list[PreferencePair]:
 
 def check_pair(record, where: str) -> PreferencePair:
     """A record → PreferencePair, or ValueError saying what is wrong at ``where``."""
-    if record == "not valid JSON":
-        raise ValueError(f"{where}: not valid JSON")
+    if isinstance(record, _BadJSON):
+        raise ValueError(f"{where}: not valid JSON ({record.msg})")
     if not isinstance(record, dict):
         raise ValueError(f"{where}: a preference must be a JSON object, got {type(record).__name__}")
     missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
@@ -76,22 +76,27 @@ class LoadReport:
         return f"{self.kept} pairs kept; skipped: {why}"
 
 
-def parse_preferences(records, source: str = "preferences", strict: bool = True) -> tuple[list[PreferencePair], LoadReport]:
+def record_pairs(rec, where: str) -> list[PreferencePair]:
+    """One record (a pair, or a ranking) → its pairs, or ValueError saying what is wrong at ``where``."""
+    if isinstance(rec, dict) and "ranking" in rec:
+        if not isinstance(rec.get("prompt"), str) or not isinstance(rec["ranking"], list) \
+                or not all(isinstance(c, str) for c in rec["ranking"]):
+            raise ValueError(f"{where}: a ranking needs 'prompt' (a string) and 'ranking' (a list of strings)")
+        got = pairs_from_ranking(rec["prompt"], rec["ranking"])
+        if not got:
+            raise ValueError(f"{where}: the ranking {rec['ranking']!r} has fewer than two different completions")
+        return got
+    return [check_pair(rec, where)]
+
+
+def parse_preferences(records, source: str = "preferences", strict: bool = True,
+                      wheres: list[str] | None = None) -> tuple[list[PreferencePair], LoadReport]:
     """Pairs and rankings → pairs. ``strict``: the first bad record raises; else bad ones are counted."""
     pairs, skipped = [], Counter()
-    for i, rec in enumerate(records, 1):
-        where = f"{source} record {i}"
+    for i, rec in enumerate(records):
+        where = wheres[i] if wheres else f"{source} record {i + 1}"
         try:
-            if isinstance(rec, dict) and "ranking" in rec:
-                if not isinstance(rec.get("prompt"), str) or not isinstance(rec["ranking"], list) \
-                        or not all(isinstance(c, str) for c in rec["ranking"]):
-                    raise ValueError(f"{where}: a ranking needs 'prompt' (a string) and 'ranking' (a list of strings)")
-                got = pairs_from_ranking(rec["prompt"], rec["ranking"])
-                if not got:
-                    raise ValueError(f"{where}: the ranking {rec['ranking']!r} has fewer than two different completions")
-                pairs += got
-            else:
-                pairs.append(check_pair(rec, where))
+            pairs += record_pairs(rec, where)
         except ValueError as e:
             if strict:
                 raise
@@ -109,21 +114,26 @@ def _reason(message: str) -> str:
 
 
 def load_preferences(path: str | Path, strict: bool = True) -> tuple[list[PreferencePair], LoadReport]:
-    """Read a JSONL file of pairs and/or rankings (see the module docstring)."""
+    """Read a JSONL file of pairs and/or rankings (see the module docstring). Errors name the file
+    and line; with ``strict=False`` bad lines are skipped and counted in the report."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"preference file {str(path)!r} does not exist")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    records, wheres = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as e:
-            if strict:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            records.append("not valid JSON")
-    return parse_preferences(records, source=str(path), strict=strict)
+            records.append(_BadJSON(e.msg))
+        wheres.append(f"{path}:{n}")
+    return parse_preferences(records, str(path), strict, wheres)
+
+
+class _BadJSON:
+    def __init__(self, msg):
+        self.msg = msg
 
 
 def save_preferences(pairs: list[PreferencePair], path: str | Path) -> Path:
@@ -136,12 +146,12 @@ def save_preferences(pairs: list[PreferencePair], path: str | Path) -> Path:
 # --- synthetic raters --------------------------------------------------------------------------------
 
 def candidate_answers(task, prompt: str, generator: torch.Generator) -> list[str]:
-    """Plausible answers to rank for a numeric task: the right one, the careless one, near misses,
-    a random number, a dropped or an extra digit, and an empty answer."""
+    """Plausible answers to rank for a numeric task: the right one, the careless one, misses by ±10
+    and +100, a random number, a dropped or an extra digit, and an empty answer."""
     truth = task.solve(prompt)
     v = int(truth)
     r = lambda n: int(torch.randint(0, n, (1,), generator=generator))
-    out = [truth, str(v + 1), str(max(v - 1, 0)), str(v + 10), str(max(v - 10, 0)), str(r(10 ** len(truth))),
+    out = [truth, str(v + 10), str(max(v - 10, 0)), str(v + 100), str(r(10 ** len(truth))),
            truth[:-1] or "0", truth + str(r(10)), ""]
     if hasattr(task, "careless_answer"):
         out.append(task.careless_answer(prompt))
