@@ -28,32 +28,44 @@ from .sft import REPO_ROOT, anchor_dir
 PROXY_DIR = REPO_ROOT / "assets" / "reward_models" / "addition-column-checker"
 
 
-def build_proxy_reward_model(out: str | Path = PROXY_DIR, *, n_prompts: int = 600, steps: int = 300,
-                             lr: float = 1e-3, seed: int = 0, progress: bool = False) -> Path:
-    """Train the exploitable reward model: Bradley–Terry on the lazy column-checking rater's pairs,
-    starting from the addition anchor; save it with its held-out agreement with the rater and with
-    the truth (``reward_model.json``)."""
-    from .preferences import agreement, closeness, column_checker, synthetic_preferences
+def build_proxy_reward_model(out: str | Path = PROXY_DIR, *, n_prompts: int = 300, n_policy_prompts: int = 1500,
+                             steps: int = 300, lr: float = 1e-3, seed: int = 0, progress: bool = False) -> Path:
+    """Train the exploitable reward model: Bradley–Terry on the lazy column-checking rater's pairs —
+    over broad candidate answers (``synthetic_preferences``) and over the anchor's own samples
+    (``policy_preferences``) — starting from the addition anchor. Saved with its held-out accuracy
+    and how often rater and model agree with the truth on each kind of pair (``reward_model.json``)."""
+    from .lm import CausalLMPolicy
+    from .models import load_causal_lm
+    from .preferences import agreement, closeness, column_checker, policy_preferences, synthetic_preferences
     from .reward_model import RewardModel, RMTrainConfig, train_reward_model
     from .tasks import AdditionTask
 
     task = AdditionTask()
-    rater = column_checker(task)
-    train = synthetic_preferences(task, rater, n_prompts, "train", 8, torch.Generator().manual_seed(seed))
-    test = synthetic_preferences(task, rater, 100, "test", 8, torch.Generator().manual_seed(seed + 1))
+    rater, truth = column_checker(task), closeness(task)
+    model, tok = load_causal_lm(anchor_dir("addition"))
+    anchor = CausalLMPolicy(model, tok.pad_token_id)
+    gen = lambda k: torch.Generator().manual_seed(seed + k)
+    broad = synthetic_preferences(task, rater, n_prompts, "train", 8, gen(0))
+    on_policy = policy_preferences(anchor, tok, task, rater, n_policy_prompts, 8, "train", 8, gen(1))
+    test_broad = synthetic_preferences(task, rater, 100, "test", 8, gen(2))
+    test_policy = policy_preferences(anchor, tok, task, rater, 200, 8, "test", 8, gen(3))
     rm = RewardModel.from_causal_lm(anchor_dir("addition"), seed=seed)
-    history = train_reward_model(rm, train, test, RMTrainConfig(steps=steps, lr=lr, seed=seed),
-                                 on_eval=(lambda r: print(r)) if progress else None)
-    rc = rm.scores([p.prompt for p in test], [p.chosen for p in test])
-    rr = rm.scores([p.prompt for p in test], [p.rejected for p in test])
-    truth = closeness(task)
-    agrees_truth = sum((a > b) == (truth(p.prompt, p.chosen) > truth(p.prompt, p.rejected))
-                       for p, a, b in zip(test, rc, rr)) / len(test)
-    return rm.save(out, rater="column_checker", pairs=len(train), test_pairs=len(test),
-                   test_accuracy=history[-1]["test_accuracy"], rater_agrees_with_truth=agreement(test, truth),
-                   model_agrees_with_truth=agrees_truth, train_seconds=rm.train_seconds,
+    history = train_reward_model(rm, broad + on_policy, test_broad + test_policy,
+                                 RMTrainConfig(steps=steps, lr=lr, seed=seed), on_eval=print if progress else None)
+
+    def model_truth(pairs):
+        rc = rm.scores([p.prompt for p in pairs], [p.chosen for p in pairs])
+        rr = rm.scores([p.prompt for p in pairs], [p.rejected for p in pairs])
+        return sum(bool(a > b) == (truth(p.prompt, p.chosen) > truth(p.prompt, p.rejected))
+                   for p, a, b in zip(pairs, rc, rr)) / len(pairs)
+
+    return rm.save(out, rater="column_checker", pairs=len(broad) + len(on_policy), test_accuracy=history[-1]["test_accuracy"],
+                   rater_agrees_with_truth={"broad": agreement(test_broad, truth), "anchor_samples": agreement(test_policy, truth)},
+                   model_agrees_with_truth={"broad": model_truth(test_broad), "anchor_samples": model_truth(test_policy)},
+                   train_seconds=rm.train_seconds,
                    command=f"python -c \"from minigrpo.experiments import build_proxy_reward_model as b; "
-                           f"b(n_prompts={n_prompts}, steps={steps}, lr={lr}, seed={seed})\"")
+                           f"b(n_prompts={n_prompts}, n_policy_prompts={n_policy_prompts}, steps={steps}, lr={lr}, "
+                           f"seed={seed})\"")
 
 
 def reward_hacking(settings: dict[str, dict] | None = None, *, steps: int = 120, prompts_per_step: int = 16,

@@ -208,3 +208,30 @@ def synthetic_preferences(task, rule, n_prompts: int, split: str = "train", pair
 def agreement(pairs: list[PreferencePair], rule) -> float:
     """Fraction of pairs a rule orders the same way (ties count as disagreement)."""
     return sum(rule(p.prompt, p.chosen) > rule(p.prompt, p.rejected) for p in pairs) / max(len(pairs), 1)
+
+
+def policy_preferences(policy, tokenizer, task, rule, n_prompts: int, group_size: int = 8, split: str = "train",
+                       pairs_per_prompt: int = 8, generator: torch.Generator | None = None) -> list[PreferencePair]:
+    """Preferences over the policy's own samples — how preference data is usually collected: for each of
+    ``n_prompts`` task prompts, sample ``group_size`` completions, rank the distinct ones by ``rule``, and
+    keep up to ``pairs_per_prompt`` pairs whose scores differ."""
+    from .sampling import sample_group
+    from .tokens import decode_completions, encode_prompts
+
+    generator = generator or torch.Generator().manual_seed(0)
+    problems = task.sample(n_prompts, split, generator)
+    pairs = []
+    for i in range(0, n_prompts, 256):
+        chunk = problems[i:i + 256]
+        ids = encode_prompts(tokenizer, [p.prompt for p in chunk]).to(policy.device)
+        with torch.no_grad():
+            ro = sample_group(policy, ids, group_size, max_new_tokens=task.max_answer_len + 1,
+                              eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                              generator=torch.Generator(device=policy.device).manual_seed(int(
+                                  torch.randint(0, 2 ** 31, (1,), generator=generator))))
+        for problem, texts in zip(chunk, decode_completions(tokenizer, ro.completions, ro.mask)):
+            scored = [(rule(problem.prompt, c), c) for c in sorted(set(texts))]
+            options = [(a, b) for sa, a in scored for sb, b in scored if sa > sb]
+            idx = torch.randperm(len(options), generator=generator)[:pairs_per_prompt].tolist()
+            pairs += [PreferencePair(problem.prompt, options[j][0], options[j][1]) for j in idx]
+    return pairs

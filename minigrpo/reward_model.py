@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,9 +66,16 @@ class RewardModel:
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"reward model base {str(path)!r} is not a save_pretrained folder (no config.json)")
+        from transformers.utils import logging as hf_logging
+
         torch.manual_seed(seed)
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()         # the new head is "missing from the checkpoint": by design
+        try:
+            with quiet_transformers():
+                model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        finally:
+            hf_logging.set_verbosity(level)
             tok = AutoTokenizer.from_pretrained(path)
         return cls(model.to(device), tok)
 

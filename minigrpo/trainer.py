@@ -47,6 +47,7 @@ class TrainConfig:
     model: str = "tiny"                    # "tiny": the task's shipped SFT anchor; or a save_pretrained folder / hub id
     beta: float = 0.02                     # KL coefficient β (initial β when kl_target is set)
     kl_target: float | None = None         # adapt β toward this KL per completion (Ziegler et al.); None: fixed β
+    kl_horizon: float = 10_000.0           # the adaptive β's horizon in samples: smaller reacts faster
     kl: str = "reward:k1"                  # KL placement: reward:k1|k2|k3, loss:k1|k2|k3, none
     baseline: str = "group_mean"           # one of advantages.BASELINES
     group_size: int = 8                    # G completions per prompt
@@ -94,6 +95,9 @@ class TrainConfig:
             _fail("beta", self.beta, "must be a number ≥ 0")
         if self.kl_target is not None and not (self.kl_target > 0 and self.beta > 0):
             _fail("kl_target", self.kl_target, "must be > 0 (with beta > 0), or None for a fixed β")
+        if not (isinstance(self.kl_horizon, (int, float)) and not isinstance(self.kl_horizon, bool)
+                and 0 < self.kl_horizon < math.inf):
+            _fail("kl_horizon", self.kl_horizon, "must be a finite number > 0 (samples)")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             _fail("lr", self.lr, "must be a number > 0")
         parse_kl(self.kl)
@@ -175,7 +179,8 @@ class TrainConfig:
                        surrogate=surrogate)
 
     def beta_controller(self):
-        return FixedBeta(float(self.beta)) if self.kl_target is None else AdaptiveBeta(self.beta, self.kl_target)
+        return FixedBeta(float(self.beta)) if self.kl_target is None else \
+            AdaptiveBeta(self.beta, self.kl_target, self.kl_horizon)
 
     def new_tokens(self) -> int:
         return self.max_new_tokens or self.task_obj.max_answer_len + 1

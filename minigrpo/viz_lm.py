@@ -46,3 +46,37 @@ def plot_lm_run(records: list[dict], title: str = "") -> Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_hacking(results: dict, title: str = "Reward hacking: the proxy against the truth") -> Figure:
+    """Three panels, one line per setting of ``experiments.reward_hacking``: the proxy reward the
+    policy optimises, the true reward (exact answer) it is not told about, and the sampled KL."""
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = [("reward/proxy", "proxy reward (what GRPO maximises)"),
+              ("reward/correct", "true reward: exact answer"), ("kl", "KL(π ‖ π_anchor) per completion")]
+    for i, (label, res) in enumerate(results.items()):
+        recs = res["records"]
+        x = [r["step"] for r in recs]
+        k = max(1, len(recs) // 15)
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(x, _smooth([r[key] for r in recs], k), color=f"C{i}", label=label)
+    for ax, (_, name) in zip(axes, panels):
+        ax.set(xlabel="step", title=name)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_accuracy_curves(curves: dict[str, list[tuple[int, float]]], target: float | None = None,
+                         title: str = "held-out accuracy") -> Figure:
+    """Held-out accuracy over steps for several runs {label: [(step, accuracy), …]}, with the target."""
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for i, (label, curve) in enumerate(curves.items()):
+        ax.plot([s for s, _ in curve], [a for _, a in curve], "o-", ms=3, color=f"C{i}", label=label)
+    if target is not None:
+        ax.axhline(target, color="0.55", ls=":", label=f"target {target:.2f}")
+    ax.set(xlabel="GRPO step", ylabel="exact-answer accuracy (greedy)", title=title, ylim=(0, 1))
+    ax.legend(fontsize=8)
+    return fig
