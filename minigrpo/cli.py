@@ -70,6 +70,20 @@ TRAIN_FLAGS = {"task": str, "model": str, "beta": float, "kl_target": float, "kl
                "eval_size": int, "save_every": int, "out": str, "device": str, "precision": str, "lora_r": int}
 
 
+def parse_weights(text: str) -> dict[str, float]:
+    """'correct=1,format=0.2' → {"correct": 1.0, "format": 0.2}."""
+    out = {}
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        name, eq, w = part.partition("=")
+        try:
+            out[name.strip()] = float(w) if eq else 1.0
+        except ValueError:
+            raise ValueError(f"reward={text!r} is not allowed: give name=weight pairs, e.g. correct=1,format=0.2") from None
+    if not out:
+        raise ValueError(f"reward={text!r} is not allowed: give name=weight pairs, e.g. correct=1,format=0.2")
+    return out
+
+
 def train_config_from_args(args):
     """A validated TrainConfig: the --config file (YAML/JSON) if given, then every flag given on top."""
     from .trainer import TrainConfig
@@ -83,6 +97,14 @@ def train_config_from_args(args):
         data["gradient_checkpointing"] = True
     if args.digits is not None:
         data["task_args"] = {**data.get("task_args", {}), "digits": args.digits}
+    if args.reward is not None:
+        data["reward_weights"] = parse_weights(args.reward)
+    if args.reward_combine is not None:
+        data["reward_combine"] = args.reward_combine
+    if args.forbidden is not None:
+        data["forbidden"] = [w for w in args.forbidden.split(",") if w]
+    if args.reward_model is not None:
+        data["reward_model"] = args.reward_model
     return TrainConfig.from_dict({k: v for k, v in data.items() if k != "task_obj"})
 
 
@@ -106,6 +128,49 @@ def cmd_train(args) -> int:
     else:
         print(f"held-out accuracy {summary['anchor_accuracy']:.3f} (anchor) -> {summary['final_accuracy']:.3f} "
               f"after {summary['steps']} steps, {summary['wall_seconds']:.0f} s; run folder {summary['run_dir']}")
+    return 0
+
+
+def cmd_reward_model(args) -> int:
+    """Train a Bradley–Terry reward model from a preference file, a label file, or a synthetic rater."""
+    import torch
+
+    from .labels import labels_to_pairs, load_labels
+    from .preferences import RATERS, load_preferences, synthetic_preferences
+    from .reward_model import RewardModel, RMTrainConfig, train_reward_model
+    from .sft import anchor_dir
+    from .tasks import in_test_split, make_task
+
+    sources = [x for x in (args.prefs, args.labels, args.synthetic) if x]
+    if len(sources) != 1:
+        raise ValueError("reward-model: give exactly one of --prefs FILE, --labels FILE, --synthetic RATER")
+    cfg = RMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    skipped = {}
+    if args.synthetic:
+        if args.synthetic not in RATERS:
+            raise ValueError(f"synthetic={args.synthetic!r} is not allowed; choose one of {sorted(RATERS)}")
+        task = make_task(args.task)
+        rule = RATERS[args.synthetic](task)
+        train = synthetic_preferences(task, rule, args.prompts, "train", 8, torch.Generator().manual_seed(args.seed))
+        test = synthetic_preferences(task, rule, max(args.prompts // 6, 10), "test", 8,
+                                     torch.Generator().manual_seed(args.seed + 1))
+    else:
+        if args.prefs:
+            pairs, report = load_preferences(args.prefs, strict=not args.skip_bad)
+            skipped = dict(report.skipped)
+        else:
+            labels, bad = load_labels(args.labels, strict=not args.skip_bad)
+            pairs, skipped = labels_to_pairs(labels), dict(bad)
+        test = [p for p in pairs if in_test_split(p.prompt, 0.1)]        # held out by prompt
+        train = [p for p in pairs if not in_test_split(p.prompt, 0.1)]
+        if not train:
+            raise ValueError("reward-model: no training pairs left (every pair's prompt fell in the held-out 10%)")
+    rm = RewardModel.from_causal_lm(args.base or anchor_dir(args.task), seed=args.seed)
+    history = train_reward_model(rm, train, test or None, cfg)
+    acc = history[-1].get("test_accuracy")
+    out = rm.save(args.out, pairs=len(train), test_pairs=len(test), test_accuracy=acc, skipped=skipped)
+    print(json.dumps({"out": str(out), "pairs": len(train), "test_pairs": len(test), "test_accuracy": acc,
+                      "skipped": skipped, "train_seconds": rm.train_seconds}))
     return 0
 
 
@@ -174,8 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", help="fp32 (default) or bf16")
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--lora-r", type=int, help="train a LoRA adapter of this rank (needs peft)")
+    t.add_argument("--reward", help="reward components and weights, e.g. correct=1,format=0.2,length=0.5 "
+                                    "(components: correct, format, length, safety, steps, reward_model)")
+    t.add_argument("--reward-combine", help="sum (default) or normalised (each component z-scored in its group)")
+    t.add_argument("--forbidden", help="comma-separated strings the 'safety' component penalises")
+    t.add_argument("--reward-model", help="a reward-model folder (minigrpo reward-model, or any HF sequence "
+                                          "classifier): the 'reward_model' component")
     t.add_argument("--json", action="store_true", help="no progress bar; print one JSON summary")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("reward-model", help="train a Bradley-Terry reward model from preferences, labels or a synthetic rater")
+    r.add_argument("--prefs", help="JSONL of {prompt, chosen, rejected} pairs and/or {prompt, ranking} lists")
+    r.add_argument("--labels", help="JSONL of good/bad labels (each good completion preferred to each bad one)")
+    r.add_argument("--synthetic", help="a hidden rater standing in for people: closeness or column_checker")
+    r.add_argument("--task", default="addition", help="the task (for --synthetic and the default base)")
+    r.add_argument("--prompts", type=int, default=600, help="--synthetic: prompts to draw (8 pairs each)")
+    r.add_argument("--base", default=None, help="causal LM folder to start from (default: the task's anchor)")
+    r.add_argument("--steps", type=int, default=300)
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
+    r.add_argument("--out", required=True, help="output folder (save_pretrained + reward_model.json)")
+    r.set_defaults(func=cmd_reward_model)
 
     s = sub.add_parser("sft", help="train a tiny GPT-2 anchor on a task by supervised fine-tuning")
     s.add_argument("--task", default="addition")
