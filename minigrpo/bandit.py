@@ -10,6 +10,7 @@ and compare it to the closed-form optimum π* ∝ π_anchor·exp(μ/β).
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -51,6 +52,29 @@ def _fail(field_: str, value, allowed: str):
     raise ValueError(f"{field_}={value!r} is not allowed: {allowed}")
 
 
+def _is_int(v) -> bool:
+    """An integer that is not a bool (``True`` is an int to Python, never a step count to a user)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    """A finite real number that is not a bool (NaN and ±inf are refused)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(field_: str, values) -> list[float]:
+    """A sequence of numbers as floats, or a ValueError naming the field (a string is not a sequence of
+    numbers here: "0.5" would otherwise become [0.0, 0.5])."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        _fail(field_, values, "a sequence of numbers, e.g. [0.2, 0.5, 0.9]")
+    out = []
+    for v in values:
+        if not (isinstance(v, numbers.Real) and not isinstance(v, bool)):
+            _fail(field_, values, "a sequence of numbers, e.g. [0.2, 0.5, 0.9]")
+        out.append(float(v))
+    return out
+
+
 @dataclass
 class BanditConfig:
     """One bandit run. Every field has a default and is checked on construction."""
@@ -83,7 +107,7 @@ class BanditConfig:
     """Record the policy every this many steps (history length = steps / record_every)."""
 
     def __post_init__(self):
-        self.means = [float(m) for m in self.means]
+        self.means = _numbers("means", self.means)
         K = len(self.means)
         if K <= 1:
             _fail("arms", K, "a bandit needs at least 2 arms (give ≥ 2 comma-separated means)")
@@ -95,31 +119,36 @@ class BanditConfig:
             _fail("means", self.means, "Bernoulli arm means must lie in [0, 1] (or use noise='gaussian')")
         if self.anchor is None:
             self.anchor = skewed_anchor(K)
-        self.anchor = [float(a) for a in self.anchor]
+        self.anchor = _numbers("anchor", self.anchor)
         if len(self.anchor) != K:
             _fail("anchor", self.anchor, f"{K} probabilities, one per arm (got {len(self.anchor)})")
         if not all(math.isfinite(a) and a > 0 for a in self.anchor):
-            _fail("anchor", self.anchor, "probabilities must be > 0 (a zero-probability arm makes KL infinite)")
+            _fail("anchor", self.anchor, "probabilities must be finite and > 0 (a zero-probability arm makes KL infinite)")
         if abs(sum(self.anchor) - 1) > 1e-6:
             _fail("anchor", self.anchor, f"probabilities must sum to 1 (they sum to {sum(self.anchor):.6g})")
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+        if not (_is_real(self.beta) and self.beta >= 0):
             _fail("beta", self.beta, "a finite number ≥ 0")
         if self.baseline not in BASELINE_CHOICES:
             _fail("baseline", self.baseline, f"one of {BASELINE_CHOICES}")
         parse_kl(self.kl)  # raises a ValueError naming the setting
-        if not (isinstance(self.group_size, int) and self.group_size >= 1):
+        if not (_is_int(self.group_size) and self.group_size >= 1):
             _fail("group_size", self.group_size, "an integer ≥ 1")
         need = BASELINES[self.baseline].min_group if self.baseline in BASELINES else 1
         if self.group_size < need:
             _fail("group_size", self.group_size, f"≥ {need} with baseline={self.baseline!r} (a group baseline needs G ≥ 2)")
-        if not (isinstance(self.steps, int) and self.steps >= 1):
+        if not (_is_int(self.steps) and self.steps >= 1):
             _fail("steps", self.steps, "an integer ≥ 1")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if not (_is_real(self.lr) and self.lr > 0):
             _fail("lr", self.lr, "a finite number > 0")
-        if not (0 < self.final_lr_frac <= 1):
+        if not (_is_real(self.final_lr_frac) and 0 < self.final_lr_frac <= 1):
             _fail("final_lr_frac", self.final_lr_frac, "a number in (0, 1]")
-        if not (isinstance(self.record_every, int) and self.record_every >= 1):
+        if not (_is_int(self.seed) and 0 <= self.seed < 2 ** 63):
+            _fail("seed", self.seed, "an integer from 0 to 2**63 − 1")
+        if not (_is_int(self.record_every) and self.record_every >= 1):
             _fail("record_every", self.record_every, "an integer ≥ 1")
+        if self.steps % self.record_every:
+            # otherwise the last steps are never recorded and ``policy`` would not be the final policy
+            _fail("record_every", self.record_every, f"a divisor of steps={self.steps}, so the final policy is recorded")
 
     @property
     def K(self) -> int:

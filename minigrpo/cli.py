@@ -115,6 +115,13 @@ def cmd_train(args) -> int:
         from .runfolder import RunFolder
         from .trainer import TrainConfig
 
+        ignored = [n for n in TRAIN_FLAGS if n != "steps" and getattr(args, n) is not None]
+        ignored += ["config"] * bool(args.config) + ["digits"] * (args.digits is not None) + \
+            ["gradient_checkpointing"] * args.gradient_checkpointing
+        if ignored:
+            flags = ", ".join("--prompts" if n == "prompts_per_step" else "--" + n.replace("_", "-") for n in ignored)
+            raise ValueError(f"{flags} cannot be given with --resume, which continues the run with its saved "
+                             "settings; only --steps (to train further) and --json are allowed")
         saved = RunFolder(args.resume).read_config()
         cfg = TrainConfig.from_dict({**saved, "steps": args.steps if args.steps is not None else saved["steps"]})
         result = train_lm(cfg, resume=args.resume, progress=not args.json)

@@ -169,7 +169,7 @@ def parse_kl(spec: str):
     """'reward:k1' | 'loss:k3' | 'none' → a placement. Used by the CLI and configs."""
     if spec == "none":
         return NoKL()
-    where, _, est = spec.partition(":")
+    where, _, est = spec.partition(":") if isinstance(spec, str) else (None, None, None)   # None, 5: refused below
     placements = {"reward": KLInReward, "loss": KLInLoss}
     if where not in placements or est not in ESTIMATORS:
         raise ValueError(

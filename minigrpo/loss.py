@@ -21,6 +21,7 @@ Tests check every ψ against autograd.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,6 +31,20 @@ from torch import Tensor
 
 # --- the surrogate -------------------------------------------------------------------------------
 
+MAX_LOG_RATIO = 20.0
+"""|logp − logp_old| is clamped to this before the exp (as ``kl.k3`` clamps its log-ratio)."""
+
+
+def importance_ratio(logp: Tensor, logp_old: Tensor) -> Tensor:
+    """ρ = exp(logp − logp_old), with the log-ratio clamped to ±20.
+
+    On-policy ρ = 1; a ratio beyond e^±20 (≈ 5e8) means π and π_old disagree completely. Clamping
+    keeps ρ, the loss and ψ large but finite there, where exp would overflow to inf (float32 at 88)
+    and turn ψ, then the weights, into NaN.
+    """
+    return torch.exp((logp - logp_old).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
+
+
 def pg_loss(logp: Tensor, logp_old: Tensor, A: Tensor, eps_low: float | None = None,
             eps_high: float | None = None) -> Tensor:
     """Per-token policy-gradient loss (PPO, Schulman et al. 2017, eq. 7; negated to minimise):
@@ -38,7 +53,7 @@ def pg_loss(logp: Tensor, logp_old: Tensor, A: Tensor, eps_low: float | None = N
 
     With no clip range this is ℓ_t = −ρ_t·A, whose gradient at ρ = 1 is −A·∇log π (REINFORCE).
     """
-    ratio = torch.exp(logp - logp_old)
+    ratio = importance_ratio(logp, logp_old)
     if eps_low is None and eps_high is None:
         return -ratio * A
     lo = 1.0 - eps_low if eps_low is not None else 0.0
@@ -51,9 +66,10 @@ def pg_loss_grad(logp: Tensor, logp_old: Tensor, A: Tensor, eps_low: float | Non
     """∂ℓ_t/∂logp_t = −ρ_t·A where the min picks the unclipped term ρ_t·A, else 0.
 
     The clipped term is chosen (and is constant in θ) when A > 0 and ρ > 1 + eps_high, or when
-    A < 0 and ρ < 1 − eps_low; on a tie the unclipped term (with its gradient) is kept.
+    A < 0 and ρ < 1 − eps_low; on a tie the unclipped term (with its gradient) is kept. Beyond the
+    ±20 log-ratio clamp the push stays −ρ·A (large, finite) rather than the clamp's zero derivative.
     """
-    ratio = torch.exp(logp - logp_old)
+    ratio = importance_ratio(logp, logp_old)
     rA = ratio * A
     if eps_low is None and eps_high is None:
         return -rA
@@ -65,7 +81,7 @@ def pg_loss_grad(logp: Tensor, logp_old: Tensor, A: Tensor, eps_low: float | Non
 def clip_fraction(logp: Tensor, logp_old: Tensor, A: Tensor, mask: Tensor, eps_low: float | None,
                   eps_high: float | None) -> Tensor:
     """Fraction of completion tokens whose gradient the clip removed (a standard PPO diagnostic)."""
-    ratio = torch.exp(logp - logp_old)
+    ratio = importance_ratio(logp, logp_old)
     lo = 1.0 - eps_low if eps_low is not None else 0.0
     hi = 1.0 + eps_high if eps_high is not None else float("inf")
     active = ratio.clamp(lo, hi) * A < ratio * A
@@ -82,7 +98,7 @@ class Surrogate:
     def __post_init__(self):
         for name in ("eps_low", "eps_high"):
             v = getattr(self, name)
-            if v is not None and not (0 < v < 10):
+            if v is not None and not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < 10):
                 raise ValueError(f"Surrogate: {name}={v!r} must be None or in (0, 10), e.g. 0.2")
         if self.eps_low is not None and self.eps_low >= 1:
             raise ValueError(f"Surrogate: eps_low={self.eps_low!r} must be < 1 (1 − eps_low is a ratio floor)")

@@ -10,6 +10,7 @@ reruns 2,000 steps while a slider moves (bench/bandit_speed.py). This class does
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -18,8 +19,12 @@ class LeanAdam:
     """Adam: m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  θ ← θ − lr·m̂ / (√v̂ + eps)."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
-        if not lr > 0:
-            raise ValueError(f"LeanAdam: lr={lr!r} must be > 0")
+        if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"LeanAdam: lr={lr!r} is not allowed; it must be a finite number > 0")
+        if not (len(betas) == 2 and all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"LeanAdam: betas={betas!r} is not allowed; give two numbers in [0, 1), e.g. (0.9, 0.999)")
+        if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
+            raise ValueError(f"LeanAdam: eps={eps!r} is not allowed; it must be a finite number > 0")
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("LeanAdam: no trainable parameters were given")
@@ -50,6 +55,9 @@ class LeanAdam:
         return {"t": self.t, "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v]}
 
     def load_state_dict(self, state: dict) -> None:
+        if len(state["m"]) != len(self.m) or len(state["v"]) != len(self.v):
+            raise ValueError(f"LeanAdam.load_state_dict: the state holds {len(state['m'])} parameters' moments; "
+                             f"this optimizer has {len(self.m)} parameters")
         self.t = state["t"]
         for dst, src in zip(self.m + self.v, state["m"] + state["v"]):
             dst.copy_(src)

@@ -16,6 +16,7 @@ plots, widgets and loggers listen from outside.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -108,8 +109,9 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
               **sampling_kwargs) -> Step:
     """Run one GRPO step and return what it computed. ``updates`` > 1 reuses the rollout for
     several optimizer steps (where the PPO clip matters); ψ is recomputed each time.
-    ``max_grad_norm`` clips ‖∇θ‖ before each update; a non-finite gradient raises before the
-    optimizer touches the weights."""
+    ``max_grad_norm`` clips ‖∇θ‖ before each update. A non-finite ψ (from the advantages or the
+    log-probs), or a non-finite gradient norm, raises ``FloatingPointError`` before the optimizer
+    touches the weights."""
     rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
     P, G, T = rollout.shape
     scored = check_scored(call_reward(reward_fn, prompts, rollout), (P, G), reward_fn, T)       # r (P,G)
@@ -136,6 +138,8 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
         dl = recipe.surrogate.grad(lp, lp_old, per_token(A))                                 # ∂ℓ_pg/∂logp
         _, kl_grad = recipe.kl.loss_terms(lp, logp_anchor, beta)
         psi = W * (dl if kl_grad is None else dl + kl_grad)                                    # ∂L/∂logp
+        if not math.isfinite(psi.sum().item()):   # one cheap check: a NaN/inf in R, A, logp or logp_anchor lands here
+            raise FloatingPointError(_non_finite_message(R=R, A=A, logp=lp, logp_anchor=logp_anchor))
         optimizer.zero_grad()
         policy.accumulate_grad(prompts, rollout.completions, logp, psi)
         if max_grad_norm is not None:
@@ -148,6 +152,15 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
         optimizer.step()
     return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, scored.components, grad_norm,
                 scored)
+
+
+def _non_finite_message(**tensors) -> str:
+    names = {"R": "total reward R", "A": "advantage A", "logp": "policy log-probs logp",
+             "logp_anchor": "anchor log-probs logp_anchor"}
+    bad = [names[k] for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    where = ", ".join(bad) if bad else "the surrogate or KL terms (ψ overflowed)"
+    return (f"the loss went non-finite: ψ = ∂L/∂logp holds NaN or inf (non-finite: {where}); the weights were "
+            "not updated (lower the learning rate, or check the reward and the anchor)")
 
 
 def _to_device(s: Scored, dev) -> Scored:

@@ -222,6 +222,6 @@ def test_chain_task_sft_and_grpo_run(tmp_path):
 
 def test_sft_config_refuses_careless_answers_for_a_task_without_them():
     with pytest.raises(ValueError, match="careless"):
-        SFTConfig(task="chain", careless=0.5)
+        SFTConfig(task="judge", careless=0.5)
     with pytest.raises(ValueError, match="careless"):
         SFTConfig(careless=1.5)
