@@ -48,6 +48,10 @@ class LabellingPanel(widgets.VBox):
             self.groups.setdefault(p, [])
             if c not in self.groups[p]:
                 self.groups[p].append(c)
+        if mode == "rank":        # a ranking needs two different completions to say anything
+            self.groups = {p: cs for p, cs in self.groups.items() if len(cs) >= 2}
+            if not self.groups:
+                raise ValueError("LabellingPanel: mode='rank' needs a prompt with at least two different completions")
         self.prompts = list(self.groups)
         self.index = 0
         self.written = 0

@@ -54,6 +54,21 @@ def encode_prompts(tokenizer, texts: list[str]) -> Tensor:
     return torch.tensor([[pad] * (L - len(r)) + r for r in rows], dtype=torch.long)
 
 
+def encode_completions(tokenizer, groups: list[list[str]], T: int | None = None) -> Tensor:
+    """Completion texts [P][G] → ids (P, G, T), each ended by EOS and padded after it — the layout the
+    sampler returns, for scoring hand-written completions. T defaults to the longest; longer ones are cut."""
+    check_tokenizer(tokenizer)
+    if not groups or not groups[0] or any(len(g) != len(groups[0]) for g in groups):
+        raise ValueError("encode_completions: give P groups of the same size G ≥ 1 (a list of lists of texts)")
+    rows = [[tokenizer.encode(c, add_special_tokens=False) + [tokenizer.eos_token_id] for c in g] for g in groups]
+    T = T or max(len(r) for g in rows for r in g)
+    ids = torch.full((len(rows), len(rows[0]), T), tokenizer.pad_token_id, dtype=torch.long)   # (P, G, T)
+    for p, g in enumerate(rows):
+        for j, r in enumerate(g):
+            ids[p, j, :min(len(r), T)] = torch.tensor(r[:T], dtype=torch.long)
+    return ids
+
+
 def left_pad(ids: Tensor, attention_mask: Tensor, pad_id: int) -> Tensor:
     """A right-padded (or arbitrarily padded) batch (P, L) with its attention mask → left-padded ids (P, L):
     each row's real tokens moved to the end, in order."""

@@ -10,18 +10,12 @@ from minigrpo.compose import Completions, RewardSet, fill_not_applicable, group_
 from minigrpo.recipe import seed_grpo
 from minigrpo.rewards import Scored, StepRewards, check_scored
 from minigrpo.tasks import AdditionTask, ChainTask
-from minigrpo.tokens import char_tokenizer, encode_prompts
+from minigrpo.tokens import char_tokenizer, encode_completions, encode_prompts
 
 
 def batch_of(tok, prompts, completions, T=None):
     """Prompt texts [P] and completion texts [P][G] → (prompt ids, completion ids (P,G,T)) with EOS."""
-    rows = [[tok.encode(c, add_special_tokens=False) + [tok.eos_token_id] for c in group] for group in completions]
-    T = T or max(len(r) for g in rows for r in g)
-    ids = torch.full((len(rows), len(rows[0]), T), tok.pad_token_id)
-    for p, group in enumerate(rows):
-        for g, r in enumerate(group):
-            ids[p, g, :len(r[:T])] = torch.tensor(r[:T])
-    return encode_prompts(tok, prompts), ids
+    return encode_prompts(tok, prompts), encode_completions(tok, completions, T)
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ kernelspec = pytest.importorskip("jupyter_client.kernelspec")
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TUTORIALS = ["01_bandit.ipynb", "02_tokens_and_logprobs.ipynb", "03_one_grpo_step_by_hand.ipynb",
-             "04_lm_grpo_run.ipynb", "05_gpt2.ipynb"]
+             "04_lm_grpo_run.ipynb", "05_gpt2.ipynb", "06_designing_rewards.ipynb", "07_reward_model.ipynb",
+             "08_labelling_by_hand.ipynb", "09_stepwise_vs_outcome.ipynb", "10_reward_hacking.ipynb"]
 KERNEL = "python3"
 
 

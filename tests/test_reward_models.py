@@ -199,9 +199,10 @@ def test_labelling_panel_writes_the_jsonl_the_loaders_read(tmp_path):
 
     rank = LabellingPanel(items, tmp_path / "r.jsonl", mode="rank")
     rank.rank_boxes[0].value, rank.rank_boxes[1].value = 2, 1          # "3" above "2"
+    assert rank.prompts == ["1+1="]                                     # "2+2=" has one completion: nothing to rank
     rank.save_ranking()
-    rank.save_ranking(["4"])
-    pairs, _ = load_preferences(tmp_path / "r.jsonl", strict=False)
+    assert rank.done
+    pairs, _ = load_preferences(tmp_path / "r.jsonl")
     assert pairs == [PreferencePair("1+1=", "3", "2")]
     with pytest.raises(ValueError, match="mode"):
         LabellingPanel(items, tmp_path / "x.jsonl", mode="stars")
