@@ -78,8 +78,7 @@ class Step:
         else:
             extra = {f"reward/{k}": v.mean().item() for k, v in self.components.items()}
         valid = self.scored.valid if self.scored is not None else None
-        if valid is not None:
-            extra["reward_valid_fraction"] = valid.float().mean().item()
+        extra["reward_valid_fraction"] = 1.0 if valid is None else valid.float().mean().item()   # judged at all
         if self.grad_norm is not None:
             extra["grad_norm"] = self.grad_norm
         mean_valid = (lambda x: x.mean().item()) if valid is None else \
