@@ -26,6 +26,7 @@ from .policies import TabularSoftmaxPolicy
 from .recipe import Recipe, replace, seed_grpo
 from .rewards import ArmRewards
 from .train import train
+from .validate import is_int, is_real
 
 BASELINE_CHOICES = tuple(BASELINES) + ("value",)
 
@@ -50,16 +51,6 @@ def single_thread():
 
 def _fail(field_: str, value, allowed: str):
     raise ValueError(f"{field_}={value!r} is not allowed: {allowed}")
-
-
-def _is_int(v) -> bool:
-    """An integer that is not a bool (``True`` is an int to Python, never a step count to a user)."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    """A finite real number that is not a bool (NaN and ±inf are refused)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _numbers(field_: str, values) -> list[float]:
@@ -126,25 +117,25 @@ class BanditConfig:
             _fail("anchor", self.anchor, "probabilities must be finite and > 0 (a zero-probability arm makes KL infinite)")
         if abs(sum(self.anchor) - 1) > 1e-6:
             _fail("anchor", self.anchor, f"probabilities must sum to 1 (they sum to {sum(self.anchor):.6g})")
-        if not (_is_real(self.beta) and self.beta >= 0):
+        if not (is_real(self.beta) and self.beta >= 0):
             _fail("beta", self.beta, "a finite number ≥ 0")
         if self.baseline not in BASELINE_CHOICES:
             _fail("baseline", self.baseline, f"one of {BASELINE_CHOICES}")
         parse_kl(self.kl)  # raises a ValueError naming the setting
-        if not (_is_int(self.group_size) and self.group_size >= 1):
+        if not (is_int(self.group_size) and self.group_size >= 1):
             _fail("group_size", self.group_size, "an integer ≥ 1")
         need = BASELINES[self.baseline].min_group if self.baseline in BASELINES else 1
         if self.group_size < need:
             _fail("group_size", self.group_size, f"≥ {need} with baseline={self.baseline!r} (a group baseline needs G ≥ 2)")
-        if not (_is_int(self.steps) and self.steps >= 1):
+        if not (is_int(self.steps) and self.steps >= 1):
             _fail("steps", self.steps, "an integer ≥ 1")
-        if not (_is_real(self.lr) and self.lr > 0):
+        if not (is_real(self.lr) and self.lr > 0):
             _fail("lr", self.lr, "a finite number > 0")
-        if not (_is_real(self.final_lr_frac) and 0 < self.final_lr_frac <= 1):
+        if not (is_real(self.final_lr_frac) and 0 < self.final_lr_frac <= 1):
             _fail("final_lr_frac", self.final_lr_frac, "a number in (0, 1]")
-        if not (_is_int(self.seed) and 0 <= self.seed < 2 ** 63):
+        if not (is_int(self.seed) and 0 <= self.seed < 2 ** 63):
             _fail("seed", self.seed, "an integer from 0 to 2**63 − 1")
-        if not (_is_int(self.record_every) and self.record_every >= 1):
+        if not (is_int(self.record_every) and self.record_every >= 1):
             _fail("record_every", self.record_every, "an integer ≥ 1")
         if self.steps % self.record_every:
             # otherwise the last steps are never recorded and ``policy`` would not be the final policy

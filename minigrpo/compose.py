@@ -33,7 +33,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .rewards import Scored, StepRewards, reward_name
+from .rewards import Scored, StepRewards
+from .validate import is_real
 
 
 # --- the text view a reward reads ------------------------------------------------------------------
@@ -166,7 +167,7 @@ class RewardSet:
             if not (callable(fn) or hasattr(fn, "score")):
                 raise ValueError(f"RewardSet: component {k!r} is {fn!r}; give a function f(prompt, completion) "
                                  "or an object with score(batch)")
-            if not (isinstance(w, (int, float)) and not isinstance(w, bool) and w == w and abs(w) != float("inf")):
+            if not is_real(w):
                 raise ValueError(f"RewardSet: weight of {k!r} is {w!r}; weights must be finite numbers")
             self.components[k], self.weights[k] = fn, float(w)
 

@@ -13,6 +13,7 @@ methods ``thumb``, ``skip``, ``save_steps`` and ``save_ranking``, which a test (
 from __future__ import annotations
 
 import html
+import re
 import json
 from pathlib import Path
 
@@ -22,14 +23,8 @@ from .labels import Label, append_label
 
 
 def _split_steps(text: str, separators: str) -> list[str]:
-    parts, cur = [], ""
-    for c in text:
-        if c in separators:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += c
-    return parts + [cur]
+    """The steps of a completion's text, as ``compose.Completions.steps`` cuts them (like ``str.split``)."""
+    return re.split(f"[{re.escape(separators)}]", text)
 
 
 class LabellingPanel(widgets.VBox):

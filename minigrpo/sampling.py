@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .validate import is_int
+
 
 @dataclass
 class Rollout:
@@ -95,10 +97,6 @@ class PrefixDecoder:
         return self.policy.next_token_logp(self.prompts, self.prefix)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 @torch.no_grad()
 def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eos_id: int | None = None,
                  pad_id: int = 0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -115,13 +113,13 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
     need. After a completion emits ``eos_id`` its later positions hold ``pad_id`` with mask False
     and logp 0 (the EOS itself is a trained token, mask True).
     """
-    if not (_is_int(G) and G >= 1):
+    if not (is_int(G) and G >= 1):
         raise ValueError(f"sample_group: G={G!r} must be an integer ≥ 1")
-    if not (_is_int(max_new_tokens) and max_new_tokens >= 1):
+    if not (is_int(max_new_tokens) and max_new_tokens >= 1):
         raise ValueError(f"sample_group: max_new_tokens={max_new_tokens!r} must be an integer ≥ 1")
     if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"sample_group: temperature={temperature!r} must be a finite number > 0")
-    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
+    if top_k is not None and not (is_int(top_k) and top_k >= 1):
         raise ValueError(f"sample_group: top_k={top_k!r} must be an integer ≥ 1, or None for no top-k")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample_group: top_p={top_p!r} must be in (0, 1], or None for no top-p")

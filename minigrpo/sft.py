@@ -13,8 +13,6 @@ exact-answer reward improves on, quickly and on held-out prompts. ``build_anchor
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,21 +23,13 @@ from .masks import masked_mean
 from .models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_transformers
 from .tasks import Problem, Task, make_task
 from .tokens import char_tokenizer, encode_prompts
+from .validate import checked_task, is_int, is_real
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fail(name: str, value, allowed: str):
     raise ValueError(f"SFTConfig.{name}={value!r} is not allowed; {allowed}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    """A finite real number that is not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -58,25 +48,18 @@ class SFTConfig:
     shape: TinyGPT2 = field(default_factory=TinyGPT2)   # the tiny model's size
 
     def __post_init__(self):
-        if not isinstance(self.task, str):
-            _fail("task", self.task, "must be a task name, e.g. 'addition' or 'chain'")
-        if not (isinstance(self.task_args, dict) and all(not isinstance(v, bool) for v in self.task_args.values())):
-            _fail("task_args", self.task_args, "must be a mapping of task settings, e.g. {'digits': 2}")
-        try:
-            task = make_task(self.task, **self.task_args)   # raises a ValueError on an unknown task or bad values
-        except TypeError as e:                              # a setting the task does not have
-            _fail("task_args", self.task_args, f"task {self.task!r} does not take these settings ({e})")
+        task = checked_task("SFTConfig", self.task, self.task_args)
         if self.careless is None:
             self.careless = task.sft_careless
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
-            if not (_is_int(v) and v >= 1):
+            if not (is_int(v) and v >= 1):
                 _fail(name, v, "must be an integer ≥ 1")
-        if not (_is_int(self.seed) and 0 <= self.seed < 2 ** 63):
+        if not (is_int(self.seed) and 0 <= self.seed < 2 ** 63):
             _fail("seed", self.seed, "must be an integer from 0 to 2**63 − 1")
-        if not (_is_real(self.lr) and self.lr > 0):
+        if not (is_real(self.lr) and self.lr > 0):
             _fail("lr", self.lr, "must be a finite number > 0")
-        if not (_is_real(self.careless) and 0 <= self.careless <= 1):
+        if not (is_real(self.careless) and 0 <= self.careless <= 1):
             _fail("careless", self.careless, "must be a fraction in [0, 1]")
         if self.careless and not hasattr(task, "careless_answer"):
             _fail("careless", self.careless, f"needs a task with careless answers; task {self.task!r} has none "
@@ -90,7 +73,7 @@ class SFTConfig:
             _fail("shape", self.shape, "must be a TinyGPT2 or a dict of its fields")
         for name in ("n_layer", "n_embd", "n_head", "n_positions"):
             v = getattr(self.shape, name)
-            if not (_is_int(v) and v >= 1):
+            if not (is_int(v) and v >= 1):
                 _fail(f"shape.{name}", v, "must be an integer ≥ 1")
         if self.shape.n_embd % self.shape.n_head:
             _fail("shape.n_embd", self.shape.n_embd, f"must be a multiple of shape.n_head={self.shape.n_head}")

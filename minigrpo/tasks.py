@@ -20,7 +20,6 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 
 @dataclass(frozen=True)

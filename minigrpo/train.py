@@ -47,10 +47,14 @@ class Step:
     recipe: Recipe
     beta: object
     logp_old: Tensor | None = None   # (P,G,T) log π_old for the ratio; None: the rollout's own logp
-    components: dict = field(default_factory=dict)   # named reward parts {name: (P,G)}
     grad_norm: float | None = None   # ‖∇θ L‖ of the last update, before clipping
     scored: Scored | None = None     # the checked reward: applicability, validity, step rewards
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def components(self) -> dict:
+        """The named reward parts {name: (P,G)} (from ``scored``)."""
+        return {} if self.scored is None else self.scored.components
 
     @property
     def loss(self) -> Tensor:
@@ -73,10 +77,7 @@ class Step:
         m = self.rollout.mask
         lengths = m.sum(-1).to(self.r.dtype)
         logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
-        if self.scored is not None:
-            extra = {f"reward/{k}": v for k, v in self.scored.component_means().items()}
-        else:
-            extra = {f"reward/{k}": v.mean().item() for k, v in self.components.items()}
+        extra = {} if self.scored is None else {f"reward/{k}": v for k, v in self.scored.component_means().items()}
         valid = self.scored.valid if self.scored is not None else None
         extra["reward_valid_fraction"] = 1.0 if valid is None else valid.float().mean().item()   # judged at all
         if self.grad_norm is not None:
@@ -149,8 +150,7 @@ def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Reci
                 raise FloatingPointError(f"the gradient norm is {grad_norm}: the loss or log-probs went non-finite; "
                                          "the weights were not updated (lower the learning rate or check the reward)")
         optimizer.step()
-    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, scored.components, grad_norm,
-                scored)
+    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, grad_norm, scored)
 
 
 def _non_finite_message(**tensors) -> str:

@@ -16,11 +16,9 @@ version would restrict to rank 0.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,23 +29,13 @@ from .kl import AdaptiveBeta, FixedBeta, parse_kl
 from .loss import PLAIN, clipped
 from .recipe import Recipe, seed_grpo
 from .runfolder import RunFolder
-from .tasks import make_task
+from .validate import checked_task, is_int, is_real
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def _fail(name, value, allowed):
     raise ValueError(f"TrainConfig.{name}={value!r} is not allowed; {allowed}")
-
-
-def _is_int(v) -> bool:
-    """An integer that is not a bool (``True`` is an int to Python, never a step count to a user)."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    """A finite real number that is not a bool (NaN and ±inf are refused)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _is_torch_device(name: str) -> bool:
@@ -101,34 +89,27 @@ class TrainConfig:
     lora_r: int = 0                        # > 0: train a LoRA adapter of this rank; the anchor is the adapter off
 
     def __post_init__(self):
-        if not isinstance(self.task, str):
-            _fail("task", self.task, "must be a task name, e.g. 'addition' or 'chain'")
-        if not (isinstance(self.task_args, dict) and all(not isinstance(v, bool) for v in self.task_args.values())):
-            _fail("task_args", self.task_args, "must be a mapping of task settings, e.g. {'digits': 2}")
-        try:
-            self.task_obj = make_task(self.task, **self.task_args)   # a ValueError on a bad task or bad values
-        except TypeError as e:                                       # a setting the task does not have
-            _fail("task_args", self.task_args, f"task {self.task!r} does not take these settings ({e})")
+        self.task_obj = checked_task("TrainConfig", self.task, self.task_args)
         if not (isinstance(self.model, str) and self.model):
             _fail("model", self.model, "must be 'tiny', a save_pretrained folder or a hub id such as 'gpt2'")
         for name in ("group_size", "prompts_per_step", "steps", "updates", "eval_every", "eval_size",
                      "sample_every", "keep_checkpoints"):
             v = getattr(self, name)
-            if not (_is_int(v) and v >= 1):
+            if not (is_int(v) and v >= 1):
                 _fail(name, v, "must be an integer ≥ 1")
         for name in ("warmup_steps", "save_every", "lora_r"):
             v = getattr(self, name)
-            if not (_is_int(v) and v >= 0):
+            if not (is_int(v) and v >= 0):
                 _fail(name, v, "must be an integer ≥ 0")
-        if not (_is_int(self.seed) and 0 <= self.seed < 2 ** 63):
+        if not (is_int(self.seed) and 0 <= self.seed < 2 ** 63):
             _fail("seed", self.seed, "must be an integer from 0 to 2**63 − 1")
-        if not (_is_real(self.beta) and self.beta >= 0):
+        if not (is_real(self.beta) and self.beta >= 0):
             _fail("beta", self.beta, "must be a finite number ≥ 0")
-        if self.kl_target is not None and not (_is_real(self.kl_target) and self.kl_target > 0 and self.beta > 0):
+        if self.kl_target is not None and not (is_real(self.kl_target) and self.kl_target > 0 and self.beta > 0):
             _fail("kl_target", self.kl_target, "must be a finite number > 0 (with beta > 0), or None for a fixed β")
-        if not (_is_real(self.kl_horizon) and self.kl_horizon > 0):
+        if not (is_real(self.kl_horizon) and self.kl_horizon > 0):
             _fail("kl_horizon", self.kl_horizon, "must be a finite number > 0 (samples)")
-        if not (_is_real(self.lr) and self.lr > 0):
+        if not (is_real(self.lr) and self.lr > 0):
             _fail("lr", self.lr, "must be a finite number > 0")
         parse_kl(self.kl)
         if not (isinstance(self.baseline, str) and self.baseline in BASELINES):
@@ -136,17 +117,17 @@ class TrainConfig:
         if BASELINES[self.baseline].min_group > self.group_size:
             _fail("group_size", self.group_size, f"baseline {self.baseline!r} needs a group of at least "
                                                  f"{BASELINES[self.baseline].min_group}")
-        if self.clip_eps is not None and not (_is_real(self.clip_eps) and 0 < self.clip_eps < 1):
+        if self.clip_eps is not None and not (is_real(self.clip_eps) and 0 < self.clip_eps < 1):
             _fail("clip_eps", self.clip_eps, "must be in (0, 1), or None")
-        if self.max_grad_norm is not None and not (_is_real(self.max_grad_norm) and self.max_grad_norm > 0):
+        if self.max_grad_norm is not None and not (is_real(self.max_grad_norm) and self.max_grad_norm > 0):
             _fail("max_grad_norm", self.max_grad_norm, "must be a finite number > 0, or None")
-        if self.max_new_tokens is not None and not (_is_int(self.max_new_tokens) and self.max_new_tokens >= 1):
+        if self.max_new_tokens is not None and not (is_int(self.max_new_tokens) and self.max_new_tokens >= 1):
             _fail("max_new_tokens", self.max_new_tokens, "must be an integer ≥ 1, or None")
-        if not (_is_real(self.temperature) and self.temperature > 0):
+        if not (is_real(self.temperature) and self.temperature > 0):
             _fail("temperature", self.temperature, "must be a finite number > 0")
-        if self.top_k is not None and not (_is_int(self.top_k) and self.top_k >= 1):
+        if self.top_k is not None and not (is_int(self.top_k) and self.top_k >= 1):
             _fail("top_k", self.top_k, "must be an integer ≥ 1, or None")
-        if self.top_p is not None and not (_is_real(self.top_p) and 0 < self.top_p <= 1):
+        if self.top_p is not None and not (is_real(self.top_p) and 0 < self.top_p <= 1):
             _fail("top_p", self.top_p, "must be in (0, 1], or None")
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
@@ -169,7 +150,7 @@ class TrainConfig:
         for k, w in self.reward_weights.items():
             if k not in allowed:
                 _fail("reward_weights", self.reward_weights, f"component {k!r} is unknown; choose from {list(allowed)}")
-            if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)):
+            if not is_real(w):
                 _fail("reward_weights", self.reward_weights, f"the weight of {k!r} must be a finite number")
         if self.reward_combine not in COMBINE:
             _fail("reward_combine", self.reward_combine, f"choose one of {sorted(COMBINE)}")
