@@ -55,6 +55,24 @@ def disable_dropout(model: nn.Module) -> None:
             m.p = 0.0
 
 
+def fuse_activations(model: nn.Module) -> int:
+    """Swap transformers' ``NewGELUActivation`` and ``FastGELUActivation`` (GPT-2's "gelu_new", written
+    as about seven element-wise tensor ops) for ``GELUTanh``: the same function,
+    gelu(x) = ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), computed by one fused kernel
+    (``F.gelu(approximate="tanh")``), equal to rounding. Each unfused op reads and writes the whole
+    (tokens × 4d) activation, so on a CPU this alone was ~20 % of a tiny model's GRPO step. The config
+    is untouched: a saved model is the same model. Returns how many modules were swapped."""
+    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(parent, name, GELUTanh())
+                swapped += 1
+    return swapped
+
+
 def context_length(model) -> int | None:
     cfg = model.config
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
@@ -90,6 +108,7 @@ class CausalLMPolicy(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.gradient_checkpointing = gradient_checkpointing
         disable_dropout(model)
+        fuse_activations(model)
         if gradient_checkpointing:
             kwargs = {"use_reentrant": False}
             if hasattr(model, "activation_checkpointing_enable"):       # transformers ≥ 5 name
@@ -118,16 +137,26 @@ class CausalLMPolicy(nn.Module):
     # --- sampling -----------------------------------------------------------------------------------
     def decoder(self, prompts: Tensor, G: int, max_new_tokens: int) -> "KVCacheDecoder":
         self.check_length(prompts.shape[1], max_new_tokens)
-        return KVCacheDecoder(self, prompts, G)
+        return KVCacheDecoder(self, prompts, G, max_new_tokens)
 
     # --- scoring ------------------------------------------------------------------------------------
     def log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
-        """log π(y_t | x, y_<t) for each completion token, (P, G, T), from one forward pass over
-        prompt + completion. Padding after EOS is scored too (it is masked downstream); causal
-        attention keeps it from touching any real token."""
+        """log π(y_t | x, y_<t) for each completion token, (P, G, T), with a graph when gradients are on.
+        Padding after EOS is scored too (it is masked downstream); causal attention keeps it from
+        touching any real token.
+
+        The prompt runs once per prompt, not once per completion (``shared_prompt_log_probs``); with
+        gradient checkpointing, where transformers turns the cache off, every row runs whole
+        (``full_log_probs``). The two agree to rounding (tests/test_lm.py)."""
         P, G, T = completions.shape
-        L = prompts.shape[1]
-        self.check_length(L, T)
+        self.check_length(prompts.shape[1], T)
+        if self.gradient_checkpointing and self.model.training:
+            return self.full_log_probs(prompts, completions)
+        return self.shared_prompt_log_probs(prompts, completions)
+
+    def full_log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
+        """``log_probs`` from one forward pass over each of the P·G rows prompt + completion."""
+        P, G, T = completions.shape
         pmask = prompt_mask(prompts, self.pad_id).repeat_interleave(G, 0)                 # (P·G, L)
         ids = torch.cat([prompts.repeat_interleave(G, 0), completions.reshape(P * G, T)], 1)  # (P·G, L+T)
         attn = torch.cat([pmask, pmask.new_ones(P * G, T)], 1)                           # (P·G, L+T)
@@ -135,6 +164,32 @@ class CausalLMPolicy(nn.Module):
             out = self.model(input_ids=ids, attention_mask=attn.long(), position_ids=positions(attn),
                              use_cache=False, logits_to_keep=T + 1)
         logits = out.logits[:, :-1]                             # (P·G, T, V): column L−1+t predicts y_t
+        return token_logp(logits, completions.reshape(P * G, T)).view(P, G, T)
+
+    def shared_prompt_log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
+        """``log_probs`` with the prompt computed once per prompt, as in sampling: the prompt (P, L) runs
+        with its key/value cache, which is repeated G times (a differentiable copy, so gradients from
+        every completion flow back into the one prompt pass) and the completions' first T − 1 tokens
+        (P·G, T−1) run on top of it. The prompt's last position predicts y_1; completion position t
+        predicts y_{t+1}. The G-fold prompt work saved is L/(L+T) of a full pass."""
+        P, G, T = completions.shape
+        pmask = prompt_mask(prompts, self.pad_id)                                         # (P, L)
+        with self.autocast():
+            out = self.model(input_ids=prompts, attention_mask=pmask.long(), position_ids=positions(pmask),
+                             use_cache=True, logits_to_keep=1)
+            first = out.logits[:, -1:].repeat_interleave(G, 0)                            # (P·G, 1, V) → y_1
+            if T == 1:
+                logits = first
+            else:
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(G)                                          # (P·G) rows
+                pm = pmask.repeat_interleave(G, 0)                                        # (P·G, L)
+                attn = torch.cat([pm, pm.new_ones(P * G, T - 1)], 1).long()               # (P·G, L+T−1)
+                start = pm.long().sum(-1, keepdim=True)                                   # (P·G, 1)
+                pos = start + torch.arange(T - 1, device=start.device)                    # (P·G, T−1)
+                rest = self.model(input_ids=completions.reshape(P * G, T)[:, :-1], attention_mask=attn,
+                                  position_ids=pos, past_key_values=cache, use_cache=True)
+                logits = torch.cat([first, rest.logits], 1)                               # (P·G, T, V)
         return token_logp(logits, completions.reshape(P * G, T)).view(P, G, T)
 
     def accumulate_grad(self, prompts, completions, logp: Tensor, psi: Tensor) -> None:
@@ -194,36 +249,53 @@ class _AdapterOffDecoder:
 class KVCacheDecoder:
     """Incremental decoding with the model's key/value cache.
 
-    The prompt batch (P, L) runs once; its cache is repeated G times (prompt-major, matching
-    P × G); every later step feeds only the G·P tokens just drawn. ``step`` returns float32
-    next-token log-probs (P, G, V) of the last position only.
+    The prompt batch (P, L) runs once; its keys and values are repeated G times (prompt-major,
+    matching P × G) into a cache preallocated for all L + T positions (transformers' ``StaticCache``);
+    every later step feeds only the G·P tokens just drawn and writes their keys and values in place.
+    A cache that grows by concatenation instead copies itself, in a fresh allocation, at every step
+    and layer: that was 40 % of a tiny model's sampling time on a CPU. The attention mask covers all
+    L + T columns from the start (the causal mask hides the columns not yet written).
+    ``step`` returns float32 next-token log-probs (P, G, V) of the last position only.
     """
 
-    def __init__(self, policy: CausalLMPolicy, prompts: Tensor, G: int):
-        self.policy, self.prompts, self.G = policy, prompts, G
-        self.mask = prompt_mask(prompts, policy.pad_id)                                   # (P, L)
+    def __init__(self, policy: CausalLMPolicy, prompts: Tensor, G: int, max_new_tokens: int):
+        self.policy, self.prompts, self.G, self.T = policy, prompts, G, max_new_tokens
+        self.prompt_mask = prompt_mask(prompts, policy.pad_id)                            # (P, L)
         self.cache = None
-        self.next_pos = None
+        self.mask = None
+        self.pos = None        # (P·G, 1) position id of the next token (skips left padding)
+        self.col = prompts.shape[1]   # cache column of the next token
+
+    def _static_cache(self, prompt_cache) -> object:
+        """The prompt's keys/values (P rows) repeated G times into a cache preallocated for L + T columns."""
+        from transformers import StaticCache
+
+        L = self.prompts.shape[1]
+        cache = StaticCache(config=self.policy.model.config, max_cache_len=L + self.T)
+        for layer, (src) in zip(cache.layers, prompt_cache.layers):
+            layer.update(src.keys.repeat_interleave(self.G, 0), src.values.repeat_interleave(self.G, 0))
+        return cache
 
     @torch.no_grad()
     def step(self, y: Tensor | None) -> Tensor:
         policy, G = self.policy, self.G
-        P = self.prompts.shape[0]
+        P, L = self.prompts.shape
         with policy.autocast():
             if y is None:                                    # the prompt, once per prompt
-                out = policy.model(input_ids=self.prompts, attention_mask=self.mask.long(),
-                                   position_ids=positions(self.mask), use_cache=True, logits_to_keep=1)
-                cache = out.past_key_values
-                cache.batch_repeat_interleave(G)                                          # (P·G) rows
-                self.cache = cache
-                self.mask = self.mask.repeat_interleave(G, 0)                             # (P·G, L)
-                self.next_pos = self.mask.long().sum(-1, keepdim=True)                    # (P·G, 1)
-                logits = out.logits[:, -1].repeat_interleave(G, 0)                        # (P·G, V)
+                out = policy.model(input_ids=self.prompts, attention_mask=self.prompt_mask.long(),
+                                   position_ids=positions(self.prompt_mask), use_cache=True, logits_to_keep=1)
+                self.cache = self._static_cache(out.past_key_values)
+                pm = self.prompt_mask.repeat_interleave(G, 0)                                 # (P·G, L)
+                self.mask = torch.cat([pm, pm.new_ones(P * G, self.T)], 1).long()             # (P·G, L+T)
+                self.pos = pm.long().sum(-1, keepdim=True)                                    # (P·G, 1)
+                logits = out.logits[:, -1].repeat_interleave(G, 0)                            # (P·G, V)
             else:                                            # one new token per completion
-                self.mask = torch.cat([self.mask, self.mask.new_ones(P * G, 1)], 1)       # (P·G, L+t)
-                out = policy.model(input_ids=y.reshape(P * G, 1), attention_mask=self.mask.long(),
-                                   position_ids=self.next_pos, past_key_values=self.cache, use_cache=True)
-                self.cache = out.past_key_values
-                self.next_pos = self.next_pos + 1
-                logits = out.logits[:, -1]                                                # (P·G, V)
+                if self.col >= L + self.T:
+                    raise ValueError(f"KVCacheDecoder: more than max_new_tokens={self.T} steps were asked for")
+                col = torch.tensor([self.col], device=self.prompts.device)
+                out = policy.model(input_ids=y.reshape(P * G, 1), attention_mask=self.mask, position_ids=self.pos,
+                                   past_key_values=self.cache, cache_position=col, use_cache=True)
+                self.pos = self.pos + 1
+                self.col += 1
+                logits = out.logits[:, -1]                                                    # (P·G, V)
         return torch.log_softmax(logits.float(), dim=-1).view(P, G, -1)

@@ -13,15 +13,27 @@ from torch import Tensor
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 
 
-def char_tokenizer(alphabet: str):
-    """A tokenizer with one token per character of ``alphabet`` (ids 3…), <pad>=0, <eos>=1, <unk>=2."""
+def char_tokenizer(alphabet: str, vocab_size: int | None = None):
+    """A tokenizer with one token per character of ``alphabet`` (ids 3…), <pad>=0, <eos>=1, <unk>=2.
+
+    ``vocab_size`` pads the vocabulary with unused tokens ``<x0>``, ``<x1>``, … up to that size, so a
+    model built for it has a real model's embedding and output layer (50257 for GPT-2) while prompts
+    stay character-level (the benchmark uses this). Text never encodes to them; they decode as written.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+
+    from .validate import is_int
 
     chars = sorted(set(alphabet))
     if not chars:
         raise ValueError("char_tokenizer: alphabet='' is empty; give the characters the task uses")
     vocab = {PAD: 0, EOS: 1, UNK: 2} | {c: i + 3 for i, c in enumerate(chars)}
+    if vocab_size is not None:
+        if not (is_int(vocab_size) and vocab_size >= len(vocab)):
+            raise ValueError(f"char_tokenizer: vocab_size={vocab_size!r} must be an integer ≥ {len(vocab)} (the "
+                             "alphabet's characters plus <pad>, <eos>, <unk>), or None")
+        vocab |= {f"<x{i}>": i for i in range(len(vocab), vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")   # every character a token
     tok.decoder = decoders.Fuse()                                                # join without spaces
