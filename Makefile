@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lab bench setup clean
+.PHONY: demo test lab bench bench-trl setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bandit_speed.py
+
+# minigrpo vs TRL's GRPOTrainer (speed at two sizes and precisions, then learning): installs the
+# bench extra (TRL) into .venv first. About 15 minutes on a 2-core CPU.
+bench-trl: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/trl_compare.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,4 +1,4 @@
-"""The ``minigrpo`` command line: ``minigrpo demo`` and ``minigrpo bandit``."""
+"""The ``minigrpo`` command line: demo, bandit, train, reward-model, sft and bench."""
 from __future__ import annotations
 
 import argparse
@@ -193,6 +193,31 @@ def cmd_sft(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .speed import BenchConfig, compare, table
+
+    cfg = BenchConfig(size=args.size, prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
+                      precision=args.precision, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
+                      threads=args.threads, vocab=args.vocab, device=args.device, seed=args.seed)
+    say = None if args.json else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    try:
+        result = compare(cfg, peer=args.peer, progress=say)
+    except RuntimeError as e:                   # a run's own process failed: its last lines say why
+        print(f"minigrpo bench: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(table([result]))
+    print(f"device: {result['device']}, torch {result['torch']}, {result['threads']} threads; "
+          f"{result['gflop_per_step']:.1f} GFLOP a step; matmul rate {result['matmul_gflops']:.0f} GFLOP/s "
+          f"({cfg.precision})")
+    if args.peer:
+        print(f"speedup (TRL s/step ÷ minigrpo s/step): {result['speedup']:.2f}×; "
+              f"peak memory minigrpo/TRL: {result['memory_ratio']:.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bandit import BASELINE_CHOICES
 
@@ -269,6 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     r.add_argument("--out", required=True, help="output folder (save_pretrained + reward_model.json)")
     r.set_defaults(func=cmd_reward_model)
+
+    k = sub.add_parser("bench", help="time GRPO steps on a fixed workload, optionally side by side with TRL's GRPOTrainer")
+    k.add_argument("--size", default="tiny", help="tiny (4 layers, width 128) or gpt2 (12 layers, width 768)")
+    k.add_argument("--prompts", type=int, default=8, help="P prompts per step (default 8)")
+    k.add_argument("--group-size", type=int, default=8, help="G completions per prompt (default 8)")
+    k.add_argument("--new-tokens", type=int, default=32, help="T tokens per completion, all generated (default 32)")
+    k.add_argument("--precision", default="fp32", help="fp32 (default) or bf16, for both implementations")
+    k.add_argument("--peer", default=None, help="trl: also run TRL's GRPOTrainer (pip install -e '.[bench]')")
+    k.add_argument("--steps", type=int, default=5, help="measured steps per run (default 5)")
+    k.add_argument("--warmup", type=int, default=2, help="unmeasured steps at the start of each run (default 2)")
+    k.add_argument("--rounds", type=int, default=2, help="runs per implementation, alternating (default 2)")
+    k.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
+    k.add_argument("--vocab", type=int, default=None, help="pad the vocabulary to this size, e.g. 50257 (GPT-2)")
+    k.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    k.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("sft", help="train a tiny GPT-2 anchor on a task by supervised fine-tuning")
     s.add_argument("--task", default="addition")

@@ -26,6 +26,9 @@ import torch
 from torch import Tensor, nn
 
 
+SHORT_CONTEXT = 512      # "auto" attention on a CPU: plain attention up to this many positions
+
+
 def token_logp(logits: Tensor, y: Tensor) -> Tensor:
     """log softmax(logits)_y = logits_y − logsumexp(logits), without materialising the log-softmax.
 
@@ -73,6 +76,31 @@ def fuse_activations(model: nn.Module) -> int:
     return swapped
 
 
+def store_matmul_weights_in(model: nn.Module, dtype: torch.dtype | None) -> int:
+    """For a frozen model run under autocast to ``dtype``: keep the weights of its matrix products
+    (``nn.Linear`` and transformers' ``Conv1D``) in ``dtype`` once and for all. Autocast rounds them to
+    ``dtype`` at every forward anyway, so the results are the same, bit for bit; what goes is the
+    per-forward cast and half their memory. A weight shared with another module (GPT-2's output
+    layer is its token embedding) stays as it is. Returns how many tensors were converted."""
+    if dtype is None:
+        return 0
+    from transformers.pytorch_utils import Conv1D
+
+    matmul, other = {}, set()
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if isinstance(m, (nn.Linear, Conv1D)):
+                matmul[id(p)] = p
+            else:
+                other.add(id(p))
+    converted = 0
+    for key, p in matmul.items():
+        if key not in other and p.is_floating_point() and p.dtype != dtype and not p.requires_grad:
+            p.data = p.data.to(dtype)
+            converted += 1
+    return converted
+
+
 def context_length(model) -> int | None:
     cfg = model.config
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
@@ -94,19 +122,27 @@ class CausalLMPolicy(nn.Module):
     ``pad_id``                  the id that left-pads prompts and fills completions after EOS
     ``autocast_dtype``          e.g. ``torch.bfloat16`` to run forwards under autocast; None: as is
     ``gradient_checkpointing``  recompute activations in the backward pass to save memory
+    ``attention``               "auto": on a CPU, plain ("eager") attention for sequences of at
+                                most ``SHORT_CONTEXT`` tokens, else the model's own (see
+                                ``attention_for``); or "eager", "sdpa", …, or "model" (never switch)
     ==========================  =================================================================
     """
 
     def __init__(self, model: nn.Module, pad_id: int, *, autocast_dtype: torch.dtype | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, attention: str = "auto"):
         super().__init__()
         if pad_id is None:
             raise ValueError("CausalLMPolicy: pad_id=None; the tokenizer needs a pad token (for GPT-2 "
                              "set tokenizer.pad_token = tokenizer.eos_token)")
+        if not (isinstance(attention, str) and attention):
+            raise ValueError(f"CausalLMPolicy: attention={attention!r} is not allowed; use 'auto', 'model', or an "
+                             "attention implementation of transformers such as 'eager' or 'sdpa'")
         self.model = model
         self.pad_id = int(pad_id)
         self.autocast_dtype = autocast_dtype
         self.gradient_checkpointing = gradient_checkpointing
+        self.attention = attention
+        self.model_attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
         disable_dropout(model)
         fuse_activations(model)
         if gradient_checkpointing:
@@ -128,6 +164,34 @@ class CausalLMPolicy(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def attention_for(self, length: int) -> str | None:
+        """The attention implementation for a forward over ``length`` positions (None: leave it).
+
+        "auto" picks plain attention (two matmuls and a softmax, transformers' "eager") on a CPU when
+        length ≤ ``SHORT_CONTEXT``: there torch's fused CPU kernel (``scaled_dot_product_attention``)
+        measured 1.3–8× slower on GPT-2 shapes, worst in bf16 decoding (2.8 ms against 0.34 ms a
+        call at 64 rows × 12 heads × 38 keys; ``bench/attention_cpu.py``). Plain attention keeps a
+        (rows × heads × length²) score tensor, so long sequences, and GPUs, keep the fused kernel."""
+        if self.attention == "model" or self.model_attention is None:
+            return None
+        if self.attention != "auto":
+            return self.attention
+        return "eager" if self.device.type == "cpu" and length <= SHORT_CONTEXT else self.model_attention
+
+    def use_attention(self, length: int) -> None:
+        """Switch the model to ``attention_for(length)`` if it is not already (a cheap config change)."""
+        want = self.attention_for(length)
+        config = self.model.config
+        if want is not None and want != config._attn_implementation:
+            self.model.set_attn_implementation(want)
+
+    def sampling_context(self):
+        """Held open by ``sample_group`` around its whole token loop. Under bf16 it is one autocast
+        region: autocast keeps the bf16 copies it makes of trainable weights until the outermost
+        region exits, so a rollout casts the weights once, not once per token (for GPT-2 size on a
+        CPU, ~40 ms × T)."""
+        return self.autocast()
+
     def check_length(self, L: int, T: int) -> None:
         n = context_length(self.model)
         if n is not None and L + T > n:
@@ -137,6 +201,7 @@ class CausalLMPolicy(nn.Module):
     # --- sampling -----------------------------------------------------------------------------------
     def decoder(self, prompts: Tensor, G: int, max_new_tokens: int) -> "KVCacheDecoder":
         self.check_length(prompts.shape[1], max_new_tokens)
+        self.use_attention(prompts.shape[1] + max_new_tokens)
         return KVCacheDecoder(self, prompts, G, max_new_tokens)
 
     # --- scoring ------------------------------------------------------------------------------------
@@ -157,6 +222,7 @@ class CausalLMPolicy(nn.Module):
     def full_log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
         """``log_probs`` from one forward pass over each of the P·G rows prompt + completion."""
         P, G, T = completions.shape
+        self.use_attention(prompts.shape[1] + T)
         pmask = prompt_mask(prompts, self.pad_id).repeat_interleave(G, 0)                 # (P·G, L)
         ids = torch.cat([prompts.repeat_interleave(G, 0), completions.reshape(P * G, T)], 1)  # (P·G, L+T)
         attn = torch.cat([pmask, pmask.new_ones(P * G, T)], 1)                           # (P·G, L+T)
@@ -173,6 +239,7 @@ class CausalLMPolicy(nn.Module):
         (P·G, T−1) run on top of it. The prompt's last position predicts y_1; completion position t
         predicts y_{t+1}. The G-fold prompt work saved is L/(L+T) of a full pass."""
         P, G, T = completions.shape
+        self.use_attention(prompts.shape[1] + T)
         pmask = prompt_mask(prompts, self.pad_id)                                         # (P, L)
         with self.autocast():
             out = self.model(input_ids=prompts, attention_mask=pmask.long(), position_ids=positions(pmask),
@@ -205,6 +272,7 @@ class CausalLMPolicy(nn.Module):
         frozen = copy.deepcopy(self)
         frozen.requires_grad_(False)
         frozen.model.eval()
+        store_matmul_weights_in(frozen.model, self.autocast_dtype)     # bf16: cast once, not every forward
         if frozen.gradient_checkpointing:          # no backward through the anchor: nothing to save
             disable = getattr(frozen.model, "activation_checkpointing_disable", None) or \
                 frozen.model.gradient_checkpointing_disable

@@ -61,3 +61,12 @@ class LeanAdam:
         self.t = state["t"]
         for dst, src in zip(self.m + self.v, state["m"] + state["v"]):
             dst.copy_(src)
+
+
+def adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` for a language-model policy, with the fused kernel (one pass over each
+    parameter instead of several ``foreach`` passes) where torch has it for the parameters' device:
+    CPU and CUDA floating-point tensors. The update is the same AdamW (Loshchilov & Hutter 2019)."""
+    params = [p for p in params if p.requires_grad]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)

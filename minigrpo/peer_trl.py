@@ -70,7 +70,7 @@ def run_trl(cfg, work) -> dict:
             learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
             max_steps=n_steps, temperature=1.0, top_p=1.0, generation_kwargs=generation,
             bf16=cfg.precision == "bf16", use_cpu=cfg.device == "cpu", seed=cfg.seed, data_seed=cfg.seed,
-            shuffle_dataset=False, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=1,
+            shuffle_dataset=False, save_strategy="no", report_to="none", disable_tqdm=True,
             dataloader_num_workers=0, log_completions=False,
         )
         trainer = GRPOTrainer(model=work.model_dir, reward_funcs=correct, args=args, train_dataset=data,

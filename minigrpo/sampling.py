@@ -5,6 +5,7 @@ whose completions have one token (T = 1); a language model runs the same loop fo
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass
@@ -112,6 +113,10 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
     ``logp`` is recorded under the distribution actually sampled, which is what importance ratios
     need. After a completion emits ``eos_id`` its later positions hold ``pad_id`` with mask False
     and logp 0 (the EOS itself is a trained token, mask True).
+
+    A policy may offer ``sampling_context()``, a context held open around the whole loop (a
+    language model in bf16 opens one autocast region there, so its weights are cast once per
+    rollout instead of once per token).
     """
     if not (is_int(G) and G >= 1):
         raise ValueError(f"sample_group: G={G!r} must be an integer ≥ 1")
@@ -124,6 +129,31 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample_group: top_p={top_p!r} must be in (0, 1], or None for no top-p")
     P, T = prompts.shape[0], max_new_tokens
+    context = getattr(policy, "sampling_context", None)     # e.g. one autocast region for the whole loop
+    with context() if context is not None else contextlib.nullcontext():
+        tokens, logps = _decode(policy, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator)
+    if len(tokens) == 1:                                                # a one-token completion (bandit)
+        completions, logp = tokens[0][..., None], logps[0][..., None]   # (P, G, 1)
+    else:
+        completions, logp = torch.stack(tokens, -1), torch.stack(logps, -1)           # (P, G, T')
+    if eos_id is None:
+        mask = torch.ones_like(completions, dtype=torch.bool)
+    else:
+        mask = completion_mask(completions, eos_id)
+        completions = completions.masked_fill(~mask, pad_id)
+        logp = logp.masked_fill(~mask, 0.0)
+    if completions.shape[-1] < T:                                       # every completion ended early
+        pad = T - completions.shape[-1]
+        completions = torch.nn.functional.pad(completions, (0, pad), value=pad_id)
+        logp = torch.nn.functional.pad(logp, (0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+    plain = temperature == 1.0 and top_k is None and (top_p is None or top_p >= 1)
+    return Rollout(prompts, completions, logp, mask, logp_is_policy=plain)
+
+
+def _decode(policy, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator):
+    """The token loop of ``sample_group``: lists of the T' ≤ T drawn tokens (P, G) and their log-probs."""
+    P = prompts.shape[0]
     make = getattr(policy, "decoder", None)
     decoder = make(prompts, G, T) if make is not None else PrefixDecoder(policy, prompts, G)
     tokens, logps = [], []
@@ -144,20 +174,4 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
             if bool(ended.all()):
                 break                                                                  # every completion ended
             y = y.masked_fill(ended, pad_id)      # what an ended completion feeds next is masked out anyway
-    if len(tokens) == 1:                                                # a one-token completion (bandit)
-        completions, logp = tokens[0][..., None], logps[0][..., None]   # (P, G, 1)
-    else:
-        completions, logp = torch.stack(tokens, -1), torch.stack(logps, -1)           # (P, G, T')
-    if eos_id is None:
-        mask = torch.ones_like(completions, dtype=torch.bool)
-    else:
-        mask = completion_mask(completions, eos_id)
-        completions = completions.masked_fill(~mask, pad_id)
-        logp = logp.masked_fill(~mask, 0.0)
-    if completions.shape[-1] < T:                                       # every completion ended early
-        pad = T - completions.shape[-1]
-        completions = torch.nn.functional.pad(completions, (0, pad), value=pad_id)
-        logp = torch.nn.functional.pad(logp, (0, pad))
-        mask = torch.nn.functional.pad(mask, (0, pad), value=False)
-    plain = temperature == 1.0 and top_k is None and (top_p is None or top_p >= 1)
-    return Rollout(prompts, completions, logp, mask, logp_is_policy=plain)
+    return tokens, logps

@@ -197,6 +197,7 @@ def run_minigrpo(cfg: BenchConfig, work: Workload) -> dict:
     from .checks import task_reward
     from .lm import CausalLMPolicy
     from .models import load_causal_lm
+    from .optim import adamw
     from .recipe import deepseek_grpo
     from .tasks import AdditionTask
     from .tokens import encode_prompts
@@ -210,7 +211,7 @@ def run_minigrpo(cfg: BenchConfig, work: Workload) -> dict:
     recipe = deepseek_grpo()
     assert recipe.baseline is BASELINES["group_mean_std"]
     reward = task_reward(AdditionTask(DIGITS), tok, {"correct": 1.0})
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    optimizer = adamw(policy.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
     eos = None if work.full_length else tok.eos_token_id
     P = cfg.prompts
@@ -343,6 +344,48 @@ def compare(cfg: BenchConfig, peer: str | None = None, progress=None) -> dict:
         result["time_ratio"] = ours["s_per_step"] / theirs["s_per_step"]
         result["memory_ratio"] = ours["peak_rss_mib"] / theirs["peak_rss_mib"]
     return result
+
+
+def learning_parity(seeds=(0, 1, 2, 3), steps: int = 50, peer: str = "trl", prompts: int = 16, group_size: int = 8,
+                    lr: float = 2e-4, beta: float = 0.04, threads: int | None = None, progress=None) -> dict:
+    """Does speed cost learning? Train from the shipped addition anchor with the exact-answer reward, the
+    same settings in minigrpo and in ``peer`` (completions end at EOS here), ``steps`` steps per seed,
+    and compare the mean reward over those steps. Per seed the runs alternate which goes first.
+
+    "Within noise" means |difference of the means over seeds| ≤ 2 standard errors of that difference."""
+    from .sft import anchor_dir
+    from .tasks import AdditionTask
+
+    say = progress or (lambda msg: None)
+    if peer is not None:
+        peer_available(peer)
+    model_dir = anchor_dir("addition", {})
+    if not (Path(model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"the addition anchor {str(model_dir)!r} is missing; it ships with the repository")
+    T = AdditionTask(DIGITS).max_answer_len + 1
+    impls = ["minigrpo"] + ([peer] if peer else [])
+    per_seed = {i: [] for i in impls}
+    curves = {i: [] for i in impls}
+    for k, seed in enumerate(seeds):
+        cfg = BenchConfig(prompts=prompts, group_size=group_size, new_tokens=T, lr=lr, beta=beta, steps=steps,
+                          warmup=0, rounds=1, threads=threads, seed=seed)
+        work = workload(cfg, model_dir, n_steps=steps, full_length=False)
+        for impl in (impls if k % 2 == 0 else impls[::-1]):
+            say(f"seed {seed}: {impl}")
+            out = run_isolated(impl, cfg, work)
+            curves[impl].append(out["rewards"])
+            per_seed[impl].append(statistics.fmean(out["rewards"][:steps]))
+    summary = {"seeds": list(seeds), "steps": steps, "prompts": prompts, "group_size": group_size, "lr": lr,
+               "beta": beta, "new_tokens": T, "per_seed": per_seed, "curves": curves}
+    for impl in impls:
+        xs = per_seed[impl]
+        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+        summary[impl] = {"mean": statistics.fmean(xs), "sd": sd, "se": sd / math.sqrt(len(xs))}
+    if peer:
+        diff = summary["minigrpo"]["mean"] - summary[peer]["mean"]
+        se = math.hypot(summary["minigrpo"]["se"], summary[peer]["se"])
+        summary.update(difference=diff, difference_se=se, within_noise=bool(abs(diff) <= 2 * se))
+    return summary
 
 
 def _param_count(mc) -> int:

@@ -27,6 +27,7 @@ import torch
 from .advantages import BASELINES
 from .kl import AdaptiveBeta, FixedBeta, parse_kl
 from .loss import PLAIN, clipped
+from .optim import adamw
 from .recipe import Recipe, seed_grpo
 from .runfolder import RunFolder
 from .validate import checked_task, is_int, is_real
@@ -297,7 +298,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     from tqdm.auto import tqdm
 
     from .evaluate import accuracy
-    from .lm import CausalLMPolicy
+    from .lm import CausalLMPolicy, store_matmul_weights_in
     from .models import load_causal_lm, pick_device
     from .tokens import decode_completions, decode_prompts, encode_prompts
     from .train import grpo_step
@@ -334,6 +335,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         anchor_model, _ = load_causal_lm(anchor_src, device=device)
         anchor = CausalLMPolicy(anchor_model, tokenizer.pad_token_id, autocast_dtype=policy.autocast_dtype)
         anchor.requires_grad_(False)
+        store_matmul_weights_in(anchor_model, policy.autocast_dtype)   # bf16: cast once, not every forward
     if rewards is None:
         reward = build_reward(cfg, tokenizer, device)
     elif isinstance(rewards, dict):
@@ -344,7 +346,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         reward = rewards
     recipe, beta_ctl = cfg.recipe(), cfg.beta_controller()
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    optimizer = adamw(params, lr=cfg.lr)
     warm = cfg.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / (warm + 1)))
     data_gen = torch.Generator().manual_seed(cfg.seed)
