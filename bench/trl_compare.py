@@ -29,6 +29,8 @@ TARGETS = {("tiny", "fp32"): "time ≤ 0.5 × TRL", ("gpt2", "fp32"): "≥ 75 % 
 def verdict(r: dict) -> str:
     c = r["config"]
     key = (c["size"], c["precision"])
+    if c.get("gradient_checkpointing"):
+        key = ("checkpointing",)
     memory = "memory ≤ TRL: " + ("met" if r["memory_ratio"] <= 1 else "NOT met") + f" ({r['memory_ratio']:.2f})"
     if key == ("tiny", "fp32") or key == ("gpt2", "bf16"):
         limit = 0.5 if key[0] == "tiny" else 0.6
@@ -49,6 +51,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="measured steps per run (default: tiny 8, gpt2 3)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default: tiny 2, gpt2 1)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--checkpointing-too", action="store_true",
+                    help="also run the gpt2 workloads with gradient checkpointing in both (TRL's default)")
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--learning-steps", type=int, default=50)
     ap.add_argument("--out", default="runs/trl-compare.json")
@@ -64,37 +68,45 @@ def main() -> int:
         print("TRL is not installed: pip install -e '.[bench]' (or make bench-trl)", file=sys.stderr)
         return 2
     if args.only in (None, "speed"):
-        for size in args.sizes.split(","):
-            for precision in args.precisions.split(","):
-                cfg = BenchConfig(size=size, precision=precision, rounds=args.rounds, threads=args.threads,
-                                  steps=args.steps or (8 if size == "tiny" else 3),
-                                  warmup=args.warmup if args.warmup is not None else (2 if size == "tiny" else 1))
-                say(f"speed: {size} {precision}")
-                r = compare(cfg, peer="trl", progress=say)
-                r["verdict"] = verdict(r)
-                report["speed"].append(r)
+        jobs = [(size, precision, False) for size in args.sizes.split(",") for precision in args.precisions.split(",")]
+        if args.checkpointing_too:
+            jobs += [(size, precision, True) for size, precision, _ in jobs if size == "gpt2"]
+        for size, precision, checkpointing in jobs:
+            cfg = BenchConfig(size=size, precision=precision, rounds=args.rounds, threads=args.threads,
+                              steps=args.steps or (8 if size == "tiny" else 3),
+                              warmup=args.warmup if args.warmup is not None else (2 if size == "tiny" else 1),
+                              gradient_checkpointing=checkpointing)
+            say(f"speed: {size} {precision}" + (" with gradient checkpointing" if checkpointing else ""))
+            r = compare(cfg, peer="trl", progress=say)
+            r["verdict"] = verdict(r)
+            report["speed"].append(r)
         print(f"\n### Speed: minigrpo vs TRL {report['trl']} GRPOTrainer ({report['device']}, torch {report['torch']})\n")
         print(table(report["speed"]))
         print()
         for r in report["speed"]:
             c = r["config"]
-            print(f"- {c['size']} {c['precision']}: {r['gflop_per_step']:.1f} GFLOP a step, matmul rate "
+            print(f"- {c['size']} {c['precision']}{' checkpointing' if c['gradient_checkpointing'] else ''}: {r['gflop_per_step']:.1f} GFLOP a step, matmul rate "
                   f"{r['matmul_gflops']:.0f} GFLOP/s, {r['threads']} threads, per-run medians minigrpo "
                   f"{[round(x, 3) for x in r['s_per_step_runs']]} TRL {[round(x, 3) for x in r['trl']['s_per_step_runs']]}"
                   f" — {r['verdict']}")
     if args.only in (None, "learning"):
         seeds = tuple(int(s) for s in args.seeds.split(","))
-        say(f"learning: seeds {seeds}, {args.learning_steps} steps")
-        res = learning_parity(seeds=seeds, steps=args.learning_steps, threads=args.threads, progress=say)
-        report["learning"] = res
-        print(f"\n### Learning: mean exact-answer reward over the first {res['steps']} steps (addition anchor, "
-              f"P×G = {res['prompts']}×{res['group_size']}, lr {res['lr']}, β {res['beta']})\n")
-        print("| impl | per seed | mean ± s.e. |\n|---|---|---|")
-        for impl in ("minigrpo", "trl"):
-            s = res[impl]
-            print(f"| {impl} | {', '.join(f'{x:.3f}' for x in res['per_seed'][impl])} | {s['mean']:.3f} ± {s['se']:.3f} |")
-        print(f"\ndifference {res['difference']:+.3f} ± {res['difference_se']:.3f} (s.e.): "
-              f"{'within noise' if res['within_noise'] else 'NOT within noise'} (|d| ≤ 2 s.e.)")
+        report["learning"] = {}
+        for label, equal in (("mixed prompt lengths (left padding)", False), ("one prompt length (no padding)", True)):
+            say(f"learning, {label}: seeds {seeds}, {args.learning_steps} steps")
+            res = learning_parity(seeds=seeds, steps=args.learning_steps, threads=args.threads, equal_length=equal,
+                                  progress=say)
+            report["learning"]["equal_length" if equal else "mixed_length"] = res
+            print(f"\n### Learning, {label}: mean exact-answer reward over the first {res['steps']} steps "
+                  f"(addition anchor, P×G = {res['prompts']}×{res['group_size']}, lr {res['lr']}, β {res['beta']})\n")
+            print("| impl | per seed | mean ± s.e. |\n|---|---|---|")
+            for impl in ("minigrpo", "trl"):
+                s = res[impl]
+                print(f"| {impl} | {', '.join(f'{x:.3f}' for x in res['per_seed'][impl])} | "
+                      f"{s['mean']:.3f} ± {s['se']:.3f} |")
+            print(f"\npaired difference (minigrpo − TRL, same prompts per seed) {res['difference']:+.4f} ± "
+                  f"{res['difference_se']:.4f} (s.e.): {'within noise' if res['within_noise'] else 'NOT within noise'} "
+                  "(|d| ≤ 2 s.e.)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     say(f"wrote {args.out}")

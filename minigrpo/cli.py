@@ -198,7 +198,8 @@ def cmd_bench(args) -> int:
 
     cfg = BenchConfig(size=args.size, prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
                       precision=args.precision, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
-                      threads=args.threads, vocab=args.vocab, device=args.device, seed=args.seed)
+                      threads=args.threads, vocab=args.vocab, device=args.device, seed=args.seed,
+                      gradient_checkpointing=args.gradient_checkpointing)
     say = None if args.json else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     try:
         result = compare(cfg, peer=args.peer, progress=say)
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
     k.add_argument("--vocab", type=int, default=None, help="pad the vocabulary to this size, e.g. 50257 (GPT-2)")
     k.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    k.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward, in both implementations (TRL's default)")
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--json", action="store_true", help="print exactly one JSON object")
     k.set_defaults(func=cmd_bench)

@@ -14,6 +14,7 @@ PPO clip 0.2, per-sequence token mean  ``epsilon = 0.2``, ``loss_type = "grpo"``
 one update per batch                   ``num_iterations = 1``, ``steps_per_generation = 1``
 AdamW, constant lr, clip ‖∇‖ at 1      ``lr_scheduler_type = "constant"``, ``max_grad_norm = 1``
 bf16 autocast                          ``bf16 = True`` (Trainer/accelerate autocast)
+gradient checkpointing off (or on)     ``gradient_checkpointing`` set the same (TRL defaults to on)
 =====================================  ==========================================================
 
 A step is timed from one ``on_step_end`` callback to the next, so it holds everything the
@@ -70,6 +71,7 @@ def run_trl(cfg, work) -> dict:
             learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
             max_steps=n_steps, temperature=1.0, top_p=1.0, generation_kwargs=generation,
             bf16=cfg.precision == "bf16", use_cpu=cfg.device == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+            gradient_checkpointing=cfg.gradient_checkpointing,
             shuffle_dataset=False, save_strategy="no", report_to="none", disable_tqdm=True,
             dataloader_num_workers=0, log_completions=False,
         )

@@ -9,7 +9,9 @@ The workload (the same for every implementation)
   length (no EOS), so each implementation does the same arithmetic;
 * DeepSeekMath GRPO: group mean/std advantages, k3 KL to the anchor in the loss with β > 0 (so the
   anchor forward runs), PPO clip 0.2, one gradient step per batch, AdamW with a constant learning
-  rate and gradient clipping at 1.
+  rate and gradient clipping at 1;
+* activations kept for the backward in both (``gradient_checkpointing=False``; TRL's own default
+  recomputes them, trading time for memory: ``gradient_checkpointing=True`` sets it in both).
 
 Each run is a fresh process (``run_isolated``), so its peak resident memory is its own; runs of
 the two implementations alternate (A B B A …) so a drift in the machine's speed hits both alike.
@@ -69,6 +71,7 @@ class BenchConfig:
     vocab: int | None = None       # None: the character tokenizer's own 15 tokens; else padded to this size
     threads: int | None = None     # torch threads in every run; None: torch's default
     device: str = "cpu"            # cpu, cuda, …
+    gradient_checkpointing: bool = False   # recompute activations in the backward, in both (TRL's default is on)
     seed: int = 0
 
     def __post_init__(self):
@@ -94,6 +97,8 @@ class BenchConfig:
             _fail("threads", self.threads, "must be an integer ≥ 1, or None for torch's default")
         if not (is_int(self.seed) and self.seed >= 0):
             _fail("seed", self.seed, "must be an integer ≥ 0")
+        if not isinstance(self.gradient_checkpointing, bool):
+            _fail("gradient_checkpointing", self.gradient_checkpointing, "must be true or false")
         if not isinstance(self.device, str) or not self.device:
             _fail("device", self.device, "must be a torch device name such as 'cpu' or 'cuda'")
 
@@ -136,12 +141,22 @@ def build_model(cfg: BenchConfig, out_dir: str | Path) -> Path:
     return out
 
 
-def workload(cfg: BenchConfig, model_dir: str | Path, n_steps: int | None = None, full_length: bool = True) -> Workload:
-    """The prompts of ``n_steps`` steps (default warmup + steps): addition problems drawn with ``cfg.seed``."""
+def workload(cfg: BenchConfig, model_dir: str | Path, n_steps: int | None = None, full_length: bool = True,
+             equal_length: bool = False) -> Workload:
+    """The prompts of ``n_steps`` steps (default warmup + steps): addition problems drawn with ``cfg.seed``.
+    ``equal_length``: only prompts of the longest form ("ab+cd="), so no batch holds left padding."""
     from .tasks import AdditionTask
 
+    task = AdditionTask(DIGITS)
     n = cfg.prompts * (n_steps or cfg.warmup + cfg.steps)
-    problems = AdditionTask(DIGITS).sample(n, "train", torch.Generator().manual_seed(cfg.seed))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if not equal_length:
+        problems = task.sample(n, "train", gen)
+    else:
+        problems = []
+        while len(problems) < n:
+            problems += [p for p in task.sample(n, "train", gen) if len(p.prompt) == task.max_prompt_len]
+        problems = problems[:n]
     return Workload(str(model_dir), [p.prompt for p in problems], [p.answer for p in problems], full_length)
 
 
@@ -206,7 +221,8 @@ def run_minigrpo(cfg: BenchConfig, work: Workload) -> dict:
     dev = torch.device(cfg.device)
     model, tok = load_causal_lm(work.model_dir, device=dev)
     autocast = torch.bfloat16 if cfg.precision == "bf16" else None
-    policy = CausalLMPolicy(model, tok.pad_token_id, autocast_dtype=autocast)
+    policy = CausalLMPolicy(model, tok.pad_token_id, autocast_dtype=autocast,
+                            gradient_checkpointing=cfg.gradient_checkpointing)
     anchor = policy.anchor()
     recipe = deepseek_grpo()
     assert recipe.baseline is BASELINES["group_mean_std"]
@@ -347,12 +363,13 @@ def compare(cfg: BenchConfig, peer: str | None = None, progress=None) -> dict:
 
 
 def learning_parity(seeds=(0, 1, 2, 3), steps: int = 50, peer: str = "trl", prompts: int = 16, group_size: int = 8,
-                    lr: float = 2e-4, beta: float = 0.04, threads: int | None = None, progress=None) -> dict:
+                    lr: float = 2e-4, beta: float = 0.04, threads: int | None = None, equal_length: bool = False,
+                    progress=None) -> dict:
     """Does speed cost learning? Train from the shipped addition anchor with the exact-answer reward, the
     same settings in minigrpo and in ``peer`` (completions end at EOS here), ``steps`` steps per seed,
-    and compare the mean reward over those steps. Per seed the runs alternate which goes first.
-
-    "Within noise" means |difference of the means over seeds| ≤ 2 standard errors of that difference."""
+    and compare the mean reward over those steps. A seed fixes the prompts, the same in both, so the
+    comparison is paired: d_s = mean_minigrpo,s − mean_peer,s. "Within noise" means |mean d| ≤ 2
+    standard errors of mean d. ``equal_length``: prompts of one length only (no left padding)."""
     from .sft import anchor_dir
     from .tasks import AdditionTask
 
@@ -369,21 +386,22 @@ def learning_parity(seeds=(0, 1, 2, 3), steps: int = 50, peer: str = "trl", prom
     for k, seed in enumerate(seeds):
         cfg = BenchConfig(prompts=prompts, group_size=group_size, new_tokens=T, lr=lr, beta=beta, steps=steps,
                           warmup=0, rounds=1, threads=threads, seed=seed)
-        work = workload(cfg, model_dir, n_steps=steps, full_length=False)
+        work = workload(cfg, model_dir, n_steps=steps, full_length=False, equal_length=equal_length)
         for impl in (impls if k % 2 == 0 else impls[::-1]):
             say(f"seed {seed}: {impl}")
             out = run_isolated(impl, cfg, work)
             curves[impl].append(out["rewards"])
             per_seed[impl].append(statistics.fmean(out["rewards"][:steps]))
     summary = {"seeds": list(seeds), "steps": steps, "prompts": prompts, "group_size": group_size, "lr": lr,
-               "beta": beta, "new_tokens": T, "per_seed": per_seed, "curves": curves}
+               "beta": beta, "new_tokens": T, "equal_length": equal_length, "per_seed": per_seed, "curves": curves}
     for impl in impls:
         xs = per_seed[impl]
         sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
         summary[impl] = {"mean": statistics.fmean(xs), "sd": sd, "se": sd / math.sqrt(len(xs))}
     if peer:
-        diff = summary["minigrpo"]["mean"] - summary[peer]["mean"]
-        se = math.hypot(summary["minigrpo"]["se"], summary[peer]["se"])
+        d = [a - b for a, b in zip(per_seed["minigrpo"], per_seed[peer])]
+        diff = statistics.fmean(d)
+        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
         summary.update(difference=diff, difference_se=se, within_noise=bool(abs(diff) <= 2 * se))
     return summary
 
@@ -429,7 +447,8 @@ def table(results: list[dict]) -> str:
     rows = []
     for r in results:
         c = r["config"]
-        shape = f"{c['prompts']}×{c['group_size']}×{c['new_tokens']}"
+        shape = f"{c['prompts']}×{c['group_size']}×{c['new_tokens']}" + (f", V {c['vocab']}" if c.get("vocab") else "")
+        shape += ", checkpointing" if c.get("gradient_checkpointing") else ""
         for impl, fig in [("minigrpo", r)] + ([(r["peer"], r[r["peer"]])] if r.get("peer") else []):
             ratio = f"{r['speedup']:.2f}×" if impl == "minigrpo" and r.get("peer") else ""
             rows.append(f"| {c['size']} | {c['precision']} | {shape} | {impl} | {fig['s_per_step']:.3f} | "
