@@ -185,12 +185,28 @@ class CausalLMPolicy(nn.Module):
         if want is not None and want != config._attn_implementation:
             self.model.set_attn_implementation(want)
 
+    @contextlib.contextmanager
     def sampling_context(self):
         """Held open by ``sample_group`` around its whole token loop. Under bf16 it is one autocast
         region: autocast keeps the bf16 copies it makes of trainable weights until the outermost
         region exits, so a rollout casts the weights once, not once per token (for GPT-2 size on a
-        CPU, ~40 ms × T)."""
-        return self.autocast()
+        CPU, ~40 ms × T). The model also decodes in eval mode (``decoding_mode``)."""
+        with self.decoding_mode(), self.autocast():
+            yield
+
+    @contextlib.contextmanager
+    def decoding_mode(self):
+        """Eval mode while decoding with the cache: with gradient checkpointing the model is kept in
+        train mode (transformers checkpoints only there) and transformers then turns the cache off.
+        Dropout is 0 throughout, so the mode changes nothing else."""
+        if not self.model.training:
+            yield
+            return
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train()
 
     def check_length(self, L: int, T: int) -> None:
         n = context_length(self.model)
@@ -348,7 +364,7 @@ class KVCacheDecoder:
     def step(self, y: Tensor | None) -> Tensor:
         policy, G = self.policy, self.G
         P, L = self.prompts.shape
-        with policy.autocast():
+        with policy.decoding_mode(), policy.autocast():
             if y is None:                                    # the prompt, once per prompt
                 out = policy.model(input_ids=self.prompts, attention_mask=self.prompt_mask.long(),
                                    position_ids=positions(self.prompt_mask), use_cache=True, logits_to_keep=1)

@@ -72,6 +72,24 @@ def test_decoder_refuses_more_steps_than_it_was_built_for(tok):
         dec.step(y)
 
 
+def test_sampling_and_greedy_evaluation_work_with_gradient_checkpointing(tok):
+    """transformers turns the cache off in train mode under checkpointing: decoding runs in eval mode,
+    and the policy is back in train mode afterwards (a LoRA anchor's decoder too)."""
+    from minigrpo.evaluate import greedy_completions
+    from minigrpo.models import add_lora
+
+    policy = make_policy(tok, gradient_checkpointing=True)
+    prompts = encode_prompts(tok, PROMPTS)
+    ro = sample_group(policy, prompts, 2, max_new_tokens=5, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                      generator=torch.Generator().manual_seed(0))
+    assert policy.model.training and ro.shape == (3, 2, 5)
+    assert len(greedy_completions(policy, tok, PROMPTS, 4)) == 3 and policy.model.training
+    lora = CausalLMPolicy(add_lora(build_tiny_gpt2(tok, TinyGPT2(n_layer=2, n_embd=32, n_head=2), seed=0), 4),
+                          tok.pad_token_id, gradient_checkpointing=True)
+    ro = sample_group(lora.anchor(), prompts, 2, max_new_tokens=4, generator=torch.Generator().manual_seed(0))
+    assert ro.shape == (3, 2, 4) and lora.model.training
+
+
 # --- fused activation ---------------------------------------------------------------------------------------
 def test_fused_gelu_is_the_same_function(tok):
     from transformers.activations import GELUTanh, NewGELUActivation
