@@ -3,11 +3,16 @@
 ``CausalLMPolicy`` implements the policy protocol of ``policies.py``:
 
 * ``decoder(prompts, G, T)``: a ``KVCacheDecoder`` that runs the prompt once, copies its key/value
-  cache G times and then feeds one token per step — ``sampling.sample_group`` drives it, the same
-  loop that samples a bandit arm;
+  cache G times into a cache preallocated for L + T positions and then feeds one token per step —
+  ``sampling.sample_group`` drives it, the same loop that samples a bandit arm;
 * ``log_probs(prompts, completions)``: log π(y_t | x, y_<t) for every completion token, (P, G, T),
-  from one full forward pass (with a graph when gradients are on);
+  with the prompt run once per prompt here too (with a graph when gradients are on);
 * ``accumulate_grad``: autograd, ``logp.backward(ψ)``.
+
+Why a step is fast, and what each choice saved when profiled, is in docs/performance.md: besides
+the two above, a fused GELU (``fuse_activations``), plain attention on a CPU for short sequences
+(``CausalLMPolicy.attention_for``), one autocast region per rollout (``sampling_context``) and a
+bf16 anchor whose matmul weights are stored in bf16 (``store_matmul_weights_in``).
 
 Prompts are a left-padded id tensor (P, L): padding sits before the text so that every prompt ends
 at the same column and the first sampled token of every row is at column L. Which columns are

@@ -128,7 +128,7 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
         raise ValueError(f"sample_group: top_k={top_k!r} must be an integer ≥ 1, or None for no top-k")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample_group: top_p={top_p!r} must be in (0, 1], or None for no top-p")
-    P, T = prompts.shape[0], max_new_tokens
+    T = max_new_tokens
     context = getattr(policy, "sampling_context", None)     # e.g. one autocast region for the whole loop
     with context() if context is not None else contextlib.nullcontext():
         tokens, logps = _decode(policy, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator)
