@@ -253,6 +253,18 @@ class CausalLMPolicy(nn.Module):
         logits = out.logits[:, :-1]                             # (P·G, T, V): column L−1+t predicts y_t
         return token_logp(logits, completions.reshape(P * G, T)).view(P, G, T)
 
+    def prompt_pass(self, prompts: Tensor, G: int, n_new: int):
+        """The prompt batch (P, L), once: (model output with its key/value cache and last-position
+        logits, attention mask (P·G, L + n_new) of the G-fold rows with n_new completion columns,
+        position of each row's first completion token (P·G, 1)). Sampling and the shared-prompt
+        scoring pass both start here; call it inside ``autocast``."""
+        pmask = prompt_mask(prompts, self.pad_id)                                         # (P, L)
+        out = self.model(input_ids=prompts, attention_mask=pmask.long(), position_ids=positions(pmask),
+                         use_cache=True, logits_to_keep=1)
+        pm = pmask.repeat_interleave(G, 0)                                                # (P·G, L)
+        attn = torch.cat([pm, pm.new_ones(pm.shape[0], n_new)], 1).long()                 # (P·G, L+n_new)
+        return out, attn, pm.long().sum(-1, keepdim=True)
+
     def shared_prompt_log_probs(self, prompts: Tensor, completions: Tensor) -> Tensor:
         """``log_probs`` with the prompt computed once per prompt, as in sampling: the prompt (P, L) runs
         with its key/value cache, which is repeated G times (a differentiable copy, so gradients from
@@ -261,19 +273,14 @@ class CausalLMPolicy(nn.Module):
         predicts y_{t+1}. The G-fold prompt work saved is L/(L+T) of a full pass."""
         P, G, T = completions.shape
         self.use_attention(prompts.shape[1] + T)
-        pmask = prompt_mask(prompts, self.pad_id)                                         # (P, L)
         with self.autocast():
-            out = self.model(input_ids=prompts, attention_mask=pmask.long(), position_ids=positions(pmask),
-                             use_cache=True, logits_to_keep=1)
+            out, attn, start = self.prompt_pass(prompts, G, T - 1)                        # attn (P·G, L+T−1)
             first = out.logits[:, -1:].repeat_interleave(G, 0)                            # (P·G, 1, V) → y_1
             if T == 1:
                 logits = first
             else:
                 cache = out.past_key_values
                 cache.batch_repeat_interleave(G)                                          # (P·G) rows
-                pm = pmask.repeat_interleave(G, 0)                                        # (P·G, L)
-                attn = torch.cat([pm, pm.new_ones(P * G, T - 1)], 1).long()               # (P·G, L+T−1)
-                start = pm.long().sum(-1, keepdim=True)                                   # (P·G, 1)
                 pos = start + torch.arange(T - 1, device=start.device)                    # (P·G, T−1)
                 rest = self.model(input_ids=completions.reshape(P * G, T)[:, :-1], attention_mask=attn,
                                   position_ids=pos, past_key_values=cache, use_cache=True)
@@ -290,16 +297,21 @@ class CausalLMPolicy(nn.Module):
         weights with the adapter switched off — no second copy of the model in memory."""
         if is_peft_model(self.model):
             return AdapterOffAnchor(self)
-        frozen = copy.deepcopy(self)
-        frozen.requires_grad_(False)
-        frozen.model.eval()
-        store_matmul_weights_in(frozen.model, self.autocast_dtype)     # bf16: cast once, not every forward
-        if frozen.gradient_checkpointing:          # no backward through the anchor: nothing to save
-            disable = getattr(frozen.model, "activation_checkpointing_disable", None) or \
-                frozen.model.gradient_checkpointing_disable
+        return copy.deepcopy(self).freeze()
+
+    def freeze(self) -> "CausalLMPolicy":
+        """Make this policy an anchor, in place: no gradients, eval mode, no checkpointing (there is no
+        backward through it), and in bf16 its matmul weights stored in bf16 once
+        (``store_matmul_weights_in``: bit-identical, no per-forward cast). Returns self."""
+        self.requires_grad_(False)
+        self.model.eval()
+        store_matmul_weights_in(self.model, self.autocast_dtype)
+        if self.gradient_checkpointing:
+            disable = getattr(self.model, "activation_checkpointing_disable", None) or \
+                self.model.gradient_checkpointing_disable
             disable()
-            frozen.gradient_checkpointing = False
-        return frozen
+            self.gradient_checkpointing = False
+        return self
 
 
 class AdapterOffAnchor(nn.Module):
@@ -349,7 +361,6 @@ class KVCacheDecoder:
 
     def __init__(self, policy: CausalLMPolicy, prompts: Tensor, G: int, max_new_tokens: int):
         self.policy, self.prompts, self.G, self.T = policy, prompts, G, max_new_tokens
-        self.prompt_mask = prompt_mask(prompts, policy.pad_id)                            # (P, L)
         self.cache = None
         self.mask = None
         self.pos = None        # (P·G, 1) position id of the next token (skips left padding)
@@ -361,7 +372,7 @@ class KVCacheDecoder:
 
         L = self.prompts.shape[1]
         cache = StaticCache(config=self.policy.model.config, max_cache_len=L + self.T)
-        for layer, (src) in zip(cache.layers, prompt_cache.layers):
+        for layer, src in zip(cache.layers, prompt_cache.layers):
             layer.update(src.keys.repeat_interleave(self.G, 0), src.values.repeat_interleave(self.G, 0))
         return cache
 
@@ -371,12 +382,8 @@ class KVCacheDecoder:
         P, L = self.prompts.shape
         with policy.decoding_mode(), policy.autocast():
             if y is None:                                    # the prompt, once per prompt
-                out = policy.model(input_ids=self.prompts, attention_mask=self.prompt_mask.long(),
-                                   position_ids=positions(self.prompt_mask), use_cache=True, logits_to_keep=1)
+                out, self.mask, self.pos = policy.prompt_pass(self.prompts, G, self.T)     # mask (P·G, L+T)
                 self.cache = self._static_cache(out.past_key_values)
-                pm = self.prompt_mask.repeat_interleave(G, 0)                                 # (P·G, L)
-                self.mask = torch.cat([pm, pm.new_ones(P * G, self.T)], 1).long()             # (P·G, L+T)
-                self.pos = pm.long().sum(-1, keepdim=True)                                    # (P·G, 1)
                 logits = out.logits[:, -1].repeat_interleave(G, 0)                            # (P·G, V)
             else:                                            # one new token per completion
                 if self.col >= L + self.T:

@@ -298,7 +298,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     from tqdm.auto import tqdm
 
     from .evaluate import accuracy
-    from .lm import CausalLMPolicy, store_matmul_weights_in
+    from .lm import CausalLMPolicy
     from .models import load_causal_lm, pick_device
     from .tokens import decode_completions, decode_prompts, encode_prompts
     from .train import grpo_step
@@ -333,9 +333,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         anchor = policy.anchor()               # the same weights, adapter off
     else:
         anchor_model, _ = load_causal_lm(anchor_src, device=device)
-        anchor = CausalLMPolicy(anchor_model, tokenizer.pad_token_id, autocast_dtype=policy.autocast_dtype)
-        anchor.requires_grad_(False)
-        store_matmul_weights_in(anchor_model, policy.autocast_dtype)   # bf16: cast once, not every forward
+        anchor = CausalLMPolicy(anchor_model, tokenizer.pad_token_id, autocast_dtype=policy.autocast_dtype).freeze()
     if rewards is None:
         reward = build_reward(cfg, tokenizer, device)
     elif isinstance(rewards, dict):
