@@ -23,13 +23,13 @@ from .masks import masked_mean
 from .models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_transformers
 from .tasks import Problem, Task, make_task
 from .tokens import char_tokenizer, encode_prompts
-from .validate import checked_task, is_int, is_real
+from .validate import checked_task, is_int, is_real, refuse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fail(name: str, value, allowed: str):
-    raise ValueError(f"SFTConfig.{name}={value!r} is not allowed; {allowed}")
+def _fail(name, value, allowed):
+    refuse("SFTConfig", name, value, allowed)
 
 
 @dataclass

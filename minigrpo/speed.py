@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from .validate import is_int, is_real
+from .validate import is_int, is_real, refuse
 
 SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4},
          "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12}}
@@ -51,7 +51,7 @@ DIGITS = 2                       # addition prompts "ab+cd=": 6 characters
 
 
 def _fail(name, value, allowed):
-    raise ValueError(f"BenchConfig.{name}={value!r} is not allowed; {allowed}")
+    refuse("BenchConfig", name, value, allowed)
 
 
 @dataclass

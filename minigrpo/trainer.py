@@ -30,13 +30,13 @@ from .loss import PLAIN, clipped
 from .optim import adamw
 from .recipe import Recipe, seed_grpo
 from .runfolder import RunFolder
-from .validate import checked_task, is_int, is_real
+from .validate import checked_task, is_int, is_real, refuse
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def _fail(name, value, allowed):
-    raise ValueError(f"TrainConfig.{name}={value!r} is not allowed; {allowed}")
+    refuse("TrainConfig", name, value, allowed)
 
 
 def _is_torch_device(name: str) -> bool:

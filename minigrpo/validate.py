@@ -15,13 +15,18 @@ def is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def refuse(owner: str, name: str, value, allowed: str):
+    """Raise the one error every config uses: ``<owner>.<name>=<value> is not allowed; <allowed>``."""
+    raise ValueError(f"{owner}.{name}={value!r} is not allowed; {allowed}")
+
+
 def checked_task(owner: str, task, task_args):
     """``tasks.make_task(task, **task_args)``, with every problem reported as a ValueError naming
     ``<owner>.task`` or ``<owner>.task_args``, its value and what is allowed."""
     from .tasks import make_task
 
     def fail(name, value, allowed):
-        raise ValueError(f"{owner}.{name}={value!r} is not allowed; {allowed}")
+        refuse(owner, name, value, allowed)
 
     if not isinstance(task, str):
         fail("task", task, "must be a task name, e.g. 'addition' or 'chain'")
