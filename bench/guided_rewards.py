@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from minigrpo.experiments import reward_hacking, save_json, stepwise_vs_outcome
+from minigrpo.runs.experiments import reward_hacking, save_json, stepwise_vs_outcome
 
 
 def stepwise(seeds, steps, target) -> dict:

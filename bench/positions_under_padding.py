@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from minigrpo.lm import CausalLMPolicy, prompt_mask
-from minigrpo.models import load_causal_lm
-from minigrpo.sampling import sample_group
-from minigrpo.sft import anchor_dir
-from minigrpo.tokens import encode_prompts
+from minigrpo.lm.policy import CausalLMPolicy, prompt_mask
+from minigrpo.lm.models import load_causal_lm
+from minigrpo.core.sampling import sample_group
+from minigrpo.lm.sft import anchor_dir
+from minigrpo.lm.tokens import encode_prompts
 
 PROMPTS = ["12+34=", "3+45=", "7+8="]          # left padding 0, 1 and 2 in one batch
 

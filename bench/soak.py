@@ -87,15 +87,15 @@ def main() -> int:
         ap.error("need --steps > --warmup + 2·--every, so the slope has at least three points")
     torch.set_num_threads(args.threads)
 
-    from minigrpo.checks import task_reward
-    from minigrpo.kl import parse_kl
-    from minigrpo.lm import CausalLMPolicy
-    from minigrpo.models import load_causal_lm
-    from minigrpo.recipe import replace, seed_grpo
-    from minigrpo.sft import anchor_dir
-    from minigrpo.tasks import make_task
-    from minigrpo.tokens import encode_prompts
-    from minigrpo.train import grpo_step
+    from minigrpo.rewards.checks import task_reward
+    from minigrpo.core.kl import parse_kl
+    from minigrpo.lm.policy import CausalLMPolicy
+    from minigrpo.lm.models import load_causal_lm
+    from minigrpo.core.recipe import replace, seed_grpo
+    from minigrpo.lm.sft import anchor_dir
+    from minigrpo.lm.tasks import make_task
+    from minigrpo.lm.tokens import encode_prompts
+    from minigrpo.core.step import grpo_step
 
     task = make_task("addition")
     model, tok = load_causal_lm(anchor_dir("addition"))

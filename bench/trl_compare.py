@@ -5,8 +5,8 @@
     python bench/trl_compare.py --only speed --sizes tiny --precisions fp32
     python bench/trl_compare.py --only learning --seeds 0,1,2,3
 
-Speed: for each size × precision, ``minigrpo.speed.compare`` (each run its own process, runs
-alternating A B B A, median s/step after warm-up). Learning: ``minigrpo.speed.learning_parity``
+Speed: for each size × precision, ``minigrpo.runs.speed.compare`` (each run its own process, runs
+alternating A B B A, median s/step after warm-up). Learning: ``minigrpo.runs.speed.learning_parity``
 (mean exact-answer reward over the first 50 steps from the shipped addition anchor, per seed).
 Prints Markdown tables for bench/RESULTS.md and writes everything to runs/trl-compare.json.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from minigrpo.speed import BenchConfig, compare, device_name, learning_parity, table
+from minigrpo.runs.speed import BenchConfig, compare, device_name, learning_parity, table
 
 TARGETS = {("tiny", "fp32"): "time ≤ 0.5 × TRL", ("gpt2", "fp32"): "≥ 75 % of the fp32 matmul rate",
            ("gpt2", "bf16"): "time ≤ 0.6 × TRL"}

@@ -15,7 +15,7 @@ def _floats(text: str, name: str) -> list[float]:
 
 def bandit_config_from_args(args):
     """Build a validated BanditConfig from CLI flags (errors name the flag, its value and what is allowed)."""
-    from .bandit import BanditConfig
+    from minigrpo.bandit.runner import BanditConfig
 
     means = _floats(args.means, "means") if args.means else None
     if args.arms is not None:
@@ -35,7 +35,7 @@ def bandit_config_from_args(args):
 
 
 def cmd_bandit(args) -> int:
-    from .bandit import run_bandit
+    from minigrpo.bandit.runner import run_bandit
 
     result = run_bandit(bandit_config_from_args(args))
     summary = result.summary()
@@ -57,7 +57,7 @@ def cmd_bandit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from minigrpo.demo import run_demo
 
     run_demo(out=args.out, small=args.small)
     return 0
@@ -86,7 +86,7 @@ def parse_weights(text: str) -> dict[str, float]:
 
 def train_config_from_args(args):
     """A validated TrainConfig: the --config file (YAML/JSON) if given, then every flag given on top."""
-    from .trainer import TrainConfig
+    from minigrpo.runs.config import TrainConfig
 
     data = TrainConfig.from_file(args.config).to_dict() if args.config else {}
     for name in TRAIN_FLAGS:
@@ -109,11 +109,11 @@ def train_config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from .trainer import train_lm
+    from minigrpo.runs.lm_run import train_lm
 
     if args.resume:
-        from .runfolder import RunFolder
-        from .trainer import TrainConfig
+        from minigrpo.runs.folder import RunFolder
+        from minigrpo.runs.config import TrainConfig
 
         ignored = [n for n in TRAIN_FLAGS if n != "steps" and getattr(args, n) is not None]
         ignored += ["config"] * bool(args.config) + ["digits"] * (args.digits is not None) + \
@@ -142,11 +142,11 @@ def cmd_reward_model(args) -> int:
     """Train a Bradley–Terry reward model from a preference file, a label file, or a synthetic rater."""
     import torch
 
-    from .labels import labels_to_pairs, load_labels
-    from .preferences import RATERS, load_preferences, synthetic_preferences
-    from .reward_model import RewardModel, RMTrainConfig, train_reward_model
-    from .sft import anchor_dir
-    from .tasks import in_test_split, make_task
+    from minigrpo.rewards.labels import labels_to_pairs, load_labels
+    from minigrpo.rewards.preferences import RATERS, load_preferences, synthetic_preferences
+    from minigrpo.rewards.reward_model import RewardModel, RMTrainConfig, train_reward_model
+    from minigrpo.lm.sft import anchor_dir
+    from minigrpo.lm.tasks import in_test_split, make_task
 
     sources = [x for x in (args.prefs, args.labels, args.synthetic) if x]
     if len(sources) != 1:
@@ -182,7 +182,7 @@ def cmd_reward_model(args) -> int:
 
 
 def cmd_sft(args) -> int:
-    from .sft import SFTConfig, anchor_dir, build_anchor
+    from minigrpo.lm.sft import SFTConfig, anchor_dir, build_anchor
 
     task_args = {"digits": args.digits} if args.digits is not None else {}
     cfg = SFTConfig(task=args.task, task_args=task_args, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -194,7 +194,7 @@ def cmd_sft(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .speed import BenchConfig, compare, table
+    from minigrpo.runs.speed import BenchConfig, compare, table
 
     cfg = BenchConfig(size=args.size, prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
                       precision=args.precision, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
@@ -220,7 +220,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bandit import BASELINE_CHOICES
+    from minigrpo.bandit.runner import BASELINE_CHOICES
 
     p = argparse.ArgumentParser(prog="minigrpo", description="GRPO written out piece by piece.")
     sub = p.add_subparsers(dest="command", required=True)

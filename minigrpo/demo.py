@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .bandit import BanditConfig, run_bandit, sweep_beta
-from .optimum import kl_divergence, reverse_kl_fixed_point
-from .recipe import PRESETS
+from minigrpo.bandit.runner import BanditConfig, run_bandit, sweep_beta
+from minigrpo.core.optimum import kl_divergence, reverse_kl_fixed_point
+from minigrpo.core.recipe import PRESETS
 
 
 def _run(cfg: BanditConfig, label: str, bar: tqdm):
@@ -54,17 +54,18 @@ def compare_recipes(base: BanditConfig, bar: tqdm | None = None) -> list[dict]:
 
 def lm_story(run_dir: Path, small: bool = False) -> dict:
     """GRPO on the tiny addition model; returns the LM part of the summary."""
-    from .evaluate import greedy_completions
-    from .trainer import TrainConfig, train_lm
-    from .viz_lm import plot_lm_run
+    from minigrpo.lm.evaluate import greedy_completions
+    from minigrpo.runs.config import TrainConfig
+    from minigrpo.runs.lm_run import train_lm
+    from minigrpo.lab.plots_lm import plot_lm_run
 
     cfg = TrainConfig(task="addition", steps=6 if small else 150, beta=0.02,
                       lr=2e-4, group_size=8, prompts_per_step=16, eval_every=2 if small else 25,
                       eval_size=20 if small else 300, save_every=0, out=str(run_dir.parent), device="cpu")
     examples = cfg.task_obj.test_set(8, seed=7)
-    from .lm import CausalLMPolicy
-    from .models import load_causal_lm
-    from .trainer import resolve_model
+    from minigrpo.lm.policy import CausalLMPolicy
+    from minigrpo.lm.models import load_causal_lm
+    from minigrpo.runs.lm_run import resolve_model
 
     anchor_model, tok = load_causal_lm(resolve_model(cfg))
     before = greedy_completions(CausalLMPolicy(anchor_model, tok.pad_token_id), tok, [p.prompt for p in examples], 4)
@@ -82,7 +83,7 @@ def lm_story(run_dir: Path, small: bool = False) -> dict:
 
 def run_demo(out: str | Path = "runs", small: bool = False) -> Path:
     t0 = time.perf_counter()
-    from .trainer import new_run_dir
+    from minigrpo.runs.lm_run import new_run_dir
 
     run_dir = new_run_dir(Path(out), "demo")
     lm = lm_story(run_dir / "lm", small)
@@ -133,7 +134,7 @@ def bandit_story(run_dir: Path, small: bool = False) -> dict:
             f.write(json.dumps({"step": step, "expected_reward": er[i].item(), "kl_to_anchor": kla[i].item(),
                                 "kl_to_optimum": klo[i].item()}) + "\n")
 
-    from . import viz   # plotting only at the edge
+    from minigrpo.lab import plots as viz   # plotting only at the edge
     plots = viz.save_bandit_report(main, run_dir, sweep=sweep)
     plots += viz.save_bandit_report(simplex, run_dir / "three_arms")     # includes the simplex path
     plots = [p.relative_to(run_dir) for p in plots]

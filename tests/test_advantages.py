@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigrpo.advantages import (BASELINES, BATCH_MEAN, GROUP_MEAN, GROUP_MEAN_STD, LEAVE_ONE_OUT, NONE,
+from minigrpo.core.advantages import (BASELINES, BATCH_MEAN, GROUP_MEAN, GROUP_MEAN_STD, LEAVE_ONE_OUT, NONE,
                                  LearnedValue, batch_mean, group_mean, group_mean_std, leave_one_out, no_baseline)
 
 # P = 2 prompts, G = 4 completions each. Row means 3 and 0.5; batch mean 14/8 = 1.75.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minigrpo import TabularSoftmaxPolicy, grpo_step, seed_grpo, LeanAdam
-from minigrpo.bandit import BanditConfig, run_bandit, skewed_anchor
+from minigrpo.bandit.runner import BanditConfig, run_bandit, skewed_anchor
 
 
 def test_defaults_are_valid_and_anchor_is_skewed():
@@ -64,13 +64,13 @@ def test_same_seed_same_run():
 
 def test_sweep_rows_match_single_runs_in_distribution():
     """A β sweep trains each row as its own run: each row lands on its own β's optimum."""
-    from minigrpo.bandit import sweep_beta
+    from minigrpo.bandit.runner import sweep_beta
     res = sweep_beta(BanditConfig(steps=1500), [0.2, 2.0])
     assert (res.kl_to_optimum()[-1] < 2e-3).all()
     assert res.policy[0, -1] > res.policy[1, -1]            # smaller β, more weight on the best arm
 
 
 def test_bandit_layer_does_not_import_transformers():
-    code = "import sys, minigrpo, minigrpo.bandit, minigrpo.envs; print('transformers' in sys.modules)"
+    code = "import sys, minigrpo, minigrpo.bandit.runner, minigrpo.bandit.envs; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minigrpo.runfolder import RunFolder
-from minigrpo.sft import anchor_dir
+from minigrpo.runs.folder import RunFolder
+from minigrpo.lm.sft import anchor_dir
 
 STEPS, SAVE_EVERY = 40, 5
 FLAGS = ["--task", "addition", "--steps", str(STEPS), "--group-size", "4", "--prompts", "4", "--eval-every", "1000",
@@ -31,7 +31,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS
 #   line    half-way through writing step N's line of metrics.jsonl
 KILLER = """
 import os, signal, sys
-from minigrpo import runfolder
+from minigrpo.runs import folder as runfolder
 from minigrpo.cli import main
 
 when, n = sys.argv[1], int(sys.argv[2])
@@ -240,7 +240,7 @@ def file_hashes(ckpt: Path) -> dict:
 
 
 def tiny_cfg(tmp_path, **kw):
-    from minigrpo.trainer import TrainConfig
+    from minigrpo.runs.config import TrainConfig
 
     base = dict(steps=6, group_size=4, prompts_per_step=4, eval_every=100, eval_size=10, sample_every=100,
                 save_every=3, out=str(tmp_path), device="cpu", seed=0)
@@ -250,7 +250,7 @@ def tiny_cfg(tmp_path, **kw):
 def poison_log_probs(monkeypatch, at_call: int):
     """From the ``at_call``-th graph-building call on, the policy's log-probs are NaN (as if its forward
     pass overflowed)."""
-    from minigrpo.lm import CausalLMPolicy
+    from minigrpo.lm.policy import CausalLMPolicy
 
     calls = {"n": 0}
     orig = CausalLMPolicy.log_probs
@@ -268,7 +268,7 @@ def poison_log_probs(monkeypatch, at_call: int):
 
 def run_until_it_fails(cfg, run: Path) -> tuple[dict, Exception]:
     """Train until the run raises; return the hashes of checkpoint 3 taken right after it was written."""
-    from minigrpo.trainer import train_lm
+    from minigrpo.runs.lm_run import train_lm
 
     seen = {}
 
@@ -331,8 +331,8 @@ def test_non_finite_loss_without_clipping_stops_at_the_step_it_happens(tmp_path,
 
 
 def test_save_checkpoint_refuses_non_finite_tensors_by_name(tmp_path):
-    from minigrpo.models import TinyGPT2, build_tiny_gpt2
-    from minigrpo.tokens import char_tokenizer
+    from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2
+    from minigrpo.lm.tokens import char_tokenizer
 
     tok = char_tokenizer("0123456789+=")
     model = build_tiny_gpt2(tok, TinyGPT2(n_layer=1, n_embd=16, n_head=2, n_positions=16))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import minigrpo.envs  # noqa: F401  (registers the minigrpo/ environments)
+import minigrpo.bandit.envs  # noqa: F401  (registers the minigrpo/ environments)
 
 KARMED = ("minigrpo/KArmedBandit-v0", dict(means=(0.2, 0.5, 0.8)))
 CONTEXTUAL = ("minigrpo/ContextualBandit-v0", dict(means=((0.9, 0.1, 0.4), (0.1, 0.9, 0.6))))

@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 
-from minigrpo import advantages as adv
-from minigrpo.checks import answer_format, exact_answer, forbidden_strings, length_penalty, step_checks, task_reward
-from minigrpo.compose import Completions, RewardSet, fill_not_applicable, group_normalise, normalised_sum
-from minigrpo.recipe import seed_grpo
-from minigrpo.rewards import Scored, StepRewards, check_scored
-from minigrpo.tasks import AdditionTask, ChainTask
-from minigrpo.tokens import char_tokenizer, encode_completions, encode_prompts
+from minigrpo.core import advantages as adv
+from minigrpo.rewards.checks import answer_format, exact_answer, forbidden_strings, length_penalty, step_checks, task_reward
+from minigrpo.rewards.compose import Completions, RewardSet, fill_not_applicable, group_normalise, normalised_sum
+from minigrpo.core.recipe import seed_grpo
+from minigrpo.core.scored import Scored, StepRewards, check_scored
+from minigrpo.lm.tasks import AdditionTask, ChainTask
+from minigrpo.lm.tokens import char_tokenizer, encode_completions, encode_prompts
 
 
 def batch_of(tok, prompts, completions, T=None):

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from minigrpo.experiments import PROXY_DIR, reward_hacking, stepwise_vs_outcome, steps_to_target
-from minigrpo.trainer import TrainConfig, train_lm
+from minigrpo.runs.experiments import PROXY_DIR, reward_hacking, stepwise_vs_outcome, steps_to_target
+from minigrpo.runs.config import TrainConfig
+from minigrpo.runs.lm_run import train_lm
 
 
 @pytest.fixture(autouse=True)

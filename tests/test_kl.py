@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigrpo.kl import (ESTIMATORS, K1, K2, K3, AdaptiveBeta, KLInLoss, KLInReward, NoKL, exact_kl, k1,
+from minigrpo.core.kl import (ESTIMATORS, K1, K2, K3, AdaptiveBeta, KLInLoss, KLInReward, NoKL, exact_kl, k1,
                          k1_grad, k2, k2_grad, k3, k3_grad, parse_kl)
 
 

@@ -3,10 +3,10 @@ pass and Hugging Face's own logits, the anchor (frozen copy and LoRA adapter-off
 import pytest
 import torch
 
-from minigrpo.lm import CausalLMPolicy, prompt_mask, token_logp
-from minigrpo.models import TinyGPT2, add_lora, build_tiny_gpt2, load_causal_lm
-from minigrpo.sampling import sample_group, top_k_filter, top_p_filter
-from minigrpo.tokens import char_tokenizer, check_tokenizer, decode_completions, encode_prompts, left_pad
+from minigrpo.lm.policy import CausalLMPolicy, prompt_mask, token_logp
+from minigrpo.lm.models import TinyGPT2, add_lora, build_tiny_gpt2, load_causal_lm
+from minigrpo.core.sampling import sample_group, top_k_filter, top_p_filter
+from minigrpo.lm.tokens import char_tokenizer, check_tokenizer, decode_completions, encode_prompts, left_pad
 
 ALPHABET = "0123456789+="
 
@@ -220,7 +220,7 @@ def test_saved_tiny_model_loads_like_any_checkpoint(tok, policy, tmp_path):
 
 def test_greedy_accuracy_works_on_a_lora_anchor_with_no_parameters(tok):
     pytest.importorskip("peft")
-    from minigrpo.evaluate import greedy_completions
+    from minigrpo.lm.evaluate import greedy_completions
 
     base = build_tiny_gpt2(tok, TinyGPT2(n_layer=1, n_embd=32, n_head=2, n_positions=32), seed=7)
     policy = CausalLMPolicy(add_lora(base, r=2), tok.pad_token_id)

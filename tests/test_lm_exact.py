@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minigrpo import FixedBeta, kl_divergence, optimal_policy, seed_grpo, train
-from minigrpo.lm import CausalLMPolicy
+from minigrpo.lm.policy import CausalLMPolicy
 
 transformers = pytest.importorskip("transformers")
 

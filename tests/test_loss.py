@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from minigrpo.kl import K3, KLInLoss
-from minigrpo.loss import (PLAIN, Surrogate, aggregate, clip_fraction, clipped, constant_normaliser, pg_loss,
+from minigrpo.core.kl import K3, KLInLoss
+from minigrpo.core.loss import (PLAIN, Surrogate, aggregate, clip_fraction, clipped, constant_normaliser, pg_loss,
                            pg_loss_grad, seq_mean_token_mean, token_mean)
-from minigrpo.policies import TabularSoftmaxPolicy
+from minigrpo.bandit.policies import TabularSoftmaxPolicy
 
 
 @pytest.fixture
@@ -274,9 +274,9 @@ def test_expected_surrogate_gradient_is_gradient_of_expected_reward(float64_defa
 
 def test_grpo_step_parameter_gradient_equals_autograd_of_step_loss(float64_default):
     """End to end: the θ-gradient grpo_step hands the optimizer is ∇θ of the loss it reports."""
-    from minigrpo.recipe import PRESETS
-    from minigrpo.rewards import ArmRewards
-    from minigrpo.train import grpo_step
+    from minigrpo.core.recipe import PRESETS
+    from minigrpo.bandit.arms import ArmRewards
+    from minigrpo.core.step import grpo_step
 
     class Recorder:
         def zero_grad(self):

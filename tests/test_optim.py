@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minigrpo.optim import LeanAdam
+from minigrpo.core.optimizer import LeanAdam
 
 
 def make_params(seed):

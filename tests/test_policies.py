@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from minigrpo.optim import LeanAdam
-from minigrpo.policies import MLPPolicy, TabularSoftmaxPolicy, frozen_copy
+from minigrpo.core.optimizer import LeanAdam
+from minigrpo.bandit.policies import MLPPolicy, TabularSoftmaxPolicy, frozen_copy
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigrpo.advantages import BASELINES, batch_mean, group_mean, group_mean_std, leave_one_out, no_baseline
-from minigrpo.kl import K1, K2, K3, exact_kl, k1, k1_grad, k2, k3, k3_grad
-from minigrpo.loss import (clip_fraction, constant_normaliser, pg_loss, pg_loss_grad, seq_mean_token_mean,
+from minigrpo.core.advantages import BASELINES, batch_mean, group_mean, group_mean_std, leave_one_out, no_baseline
+from minigrpo.core.kl import K1, K2, K3, exact_kl, k1, k1_grad, k2, k3, k3_grad
+from minigrpo.core.loss import (clip_fraction, constant_normaliser, pg_loss, pg_loss_grad, seq_mean_token_mean,
                            token_mean, aggregate)
-from minigrpo.masks import masked_mean, masked_sum
-from minigrpo.sampling import completion_mask
+from minigrpo.core.masks import masked_mean, masked_sum
+from minigrpo.core.sampling import completion_mask
 
 SETTINGS = settings(max_examples=60, deadline=None)
 F64 = torch.float64
@@ -313,8 +313,8 @@ def tabular_step(baseline, logits, reward_fn, *, G=6, T=3, beta=0.1, max_grad_no
     from dataclasses import replace
 
     from minigrpo import LeanAdam, TabularSoftmaxPolicy, grpo_step, seed_grpo
-    from minigrpo.advantages import LearnedValue
-    from minigrpo.kl import parse_kl
+    from minigrpo.core.advantages import LearnedValue
+    from minigrpo.core.kl import parse_kl
 
     pol = policy if policy is not None else TabularSoftmaxPolicy(2, 3, torch.tensor([logits, logits]))
     anchor = TabularSoftmaxPolicy(2, 3, torch.tensor([logits, logits]))

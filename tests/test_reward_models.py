@@ -4,17 +4,17 @@ import json
 import pytest
 import torch
 
-from minigrpo.compose import Completions, RewardSet
-from minigrpo.judge import LMJudge
-from minigrpo.labels import Label, LabelReward, append_label, labels_to_pairs, load_labels
-from minigrpo.models import TinyGPT2, build_tiny_gpt2
-from minigrpo.preferences import (PreferencePair, agreement, closeness, column_checker, load_preferences,
+from minigrpo.rewards.compose import Completions, RewardSet
+from minigrpo.rewards.judge import LMJudge
+from minigrpo.rewards.labels import Label, LabelReward, append_label, labels_to_pairs, load_labels
+from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2
+from minigrpo.rewards.preferences import (PreferencePair, agreement, closeness, column_checker, load_preferences,
                                   pairs_from_ranking, parse_preferences, save_preferences, synthetic_preferences)
-from minigrpo.reward_model import (RewardModel, RewardModelReward, RMTrainConfig, bradley_terry_loss, pair_accuracy,
+from minigrpo.rewards.reward_model import (RewardModel, RewardModelReward, RMTrainConfig, bradley_terry_loss, pair_accuracy,
                                    train_reward_model)
-from minigrpo.sft import anchor_dir
-from minigrpo.tasks import AdditionTask, JudgeTask
-from minigrpo.tokens import char_tokenizer, encode_prompts
+from minigrpo.lm.sft import anchor_dir
+from minigrpo.lm.tasks import AdditionTask, JudgeTask
+from minigrpo.lm.tokens import char_tokenizer, encode_prompts
 
 ANCHOR = anchor_dir("addition")
 
@@ -181,7 +181,7 @@ def test_bad_label_lines_are_named_or_counted(tmp_path):
 
 
 def test_labelling_panel_writes_the_jsonl_the_loaders_read(tmp_path):
-    from minigrpo.labelling import LabellingPanel
+    from minigrpo.lab.labelling import LabellingPanel
 
     items = [("1+1=", "2"), ("1+1=", "3"), ("2+2=", "4")]
     panel = LabellingPanel(items, tmp_path / "l.jsonl", annotator="me")

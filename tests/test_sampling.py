@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from minigrpo.policies import MLPPolicy, TabularSoftmaxPolicy
-from minigrpo.sampling import sample_categorical, sample_group
+from minigrpo.bandit.policies import MLPPolicy, TabularSoftmaxPolicy
+from minigrpo.core.sampling import sample_categorical, sample_group
 
 EOS, PAD = 2, 9
 

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from minigrpo.lm import (SHORT_CONTEXT, CausalLMPolicy, KVCacheDecoder, fuse_activations,
+from minigrpo.lm.policy import (SHORT_CONTEXT, CausalLMPolicy, KVCacheDecoder, fuse_activations,
                          store_matmul_weights_in)
-from minigrpo.models import TinyGPT2, build_tiny_gpt2
-from minigrpo.optim import adamw
-from minigrpo.sampling import sample_group
-from minigrpo.speed import (BenchConfig, build_model, learning_parity, matmul_params, model_flops,
+from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2
+from minigrpo.core.optimizer import adamw
+from minigrpo.core.sampling import sample_group
+from minigrpo.runs.speed import (BenchConfig, build_model, learning_parity, matmul_params, model_flops,
                             run_in_process, summarise, table, workload)
-from minigrpo.tokens import char_tokenizer, encode_prompts
+from minigrpo.lm.tokens import char_tokenizer, encode_prompts
 
 ALPHABET = "0123456789+="
 PROMPTS = ["1+2=", "12+345=", "7="]            # different lengths: left padding in the batch
@@ -75,8 +75,8 @@ def test_decoder_refuses_more_steps_than_it_was_built_for(tok):
 def test_sampling_and_greedy_evaluation_work_with_gradient_checkpointing(tok):
     """transformers turns the cache off in train mode under checkpointing: decoding runs in eval mode,
     and the policy is back in train mode afterwards (a LoRA anchor's decoder too)."""
-    from minigrpo.evaluate import greedy_completions
-    from minigrpo.models import add_lora
+    from minigrpo.lm.evaluate import greedy_completions
+    from minigrpo.lm.models import add_lora
 
     policy = make_policy(tok, gradient_checkpointing=True)
     prompts = encode_prompts(tok, PROMPTS)

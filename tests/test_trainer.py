@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from minigrpo.cli import main
-from minigrpo.models import TinyGPT2
-from minigrpo.runfolder import RunFolder
-from minigrpo.sft import SFTConfig, build_anchor
-from minigrpo.tasks import AdditionTask, ChainTask, TaskReward, in_test_split, make_task
-from minigrpo.tokens import char_tokenizer, encode_prompts
-from minigrpo.trainer import TrainConfig, train_lm
+from minigrpo.lm.models import TinyGPT2
+from minigrpo.runs.folder import RunFolder
+from minigrpo.lm.sft import SFTConfig, build_anchor
+from minigrpo.lm.tasks import AdditionTask, ChainTask, in_test_split, make_task
+from minigrpo.rewards.checks import TaskReward
+from minigrpo.lm.tokens import char_tokenizer, encode_prompts
+from minigrpo.runs.config import TrainConfig
+from minigrpo.runs.lm_run import train_lm
 
 SHAPE = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 24}
 
@@ -136,7 +138,7 @@ def test_corrupted_checkpoint_is_named(anchor, tmp_path):
 
 def test_non_finite_reward_stops_the_run_and_keeps_the_checkpoint(anchor, tmp_path, monkeypatch):
     calls = {"n": 0}
-    from minigrpo.compose import RewardSet
+    from minigrpo.rewards.compose import RewardSet
 
     orig = RewardSet.score
 
@@ -201,7 +203,7 @@ def test_careless_teacher_forgets_carries():
 def test_grpo_lifts_held_out_accuracy_above_the_shipped_anchor(tmp_path):
     """A short CPU run from the shipped tiny anchor (SFT on careless answers): held-out greedy accuracy
     rises clearly above the anchor's. 40 steps × 16 prompts × 8 completions, a few seconds."""
-    from minigrpo.sft import anchor_dir
+    from minigrpo.lm.sft import anchor_dir
 
     if not (anchor_dir("addition") / "config.json").exists():
         pytest.fail("the shipped anchor assets/anchors/addition is missing; rebuild it with `minigrpo sft --task addition`")

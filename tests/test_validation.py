@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from minigrpo.bandit import BanditConfig
+from minigrpo.bandit.runner import BanditConfig
 from minigrpo.cli import main
-from minigrpo.sft import SFTConfig
-from minigrpo.trainer import TrainConfig
+from minigrpo.lm.sft import SFTConfig
+from minigrpo.runs.config import TrainConfig
 
 nan, inf = float("nan"), float("inf")
 

@@ -11,7 +11,7 @@ pytest.importorskip("matplotlib")
 from matplotlib.figure import Figure  # noqa: E402
 
 import minigrpo as mg  # noqa: E402
-from minigrpo import viz  # noqa: E402
+from minigrpo.lab import plots as viz  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

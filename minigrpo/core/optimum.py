@@ -1,0 +1,71 @@
+"""Exact answers for enumerable problems: the KL-regularised optimum and distances between distributions.
+
+The guided-reward objective J(π) = E_{y~π}[r(y)] − β·KL(π ‖ π_anchor) has the closed-form maximiser
+
+    π*(y|x) = π_anchor(y|x) · exp(r(x,y)/β) / Z(x)
+
+(e.g. Rafailov et al. 2023, "Direct Preference Optimization", eq. 4). Every function here takes
+full distributions as log-probabilities over the last dimension, so it works per prompt on
+(P, V) tensors, on one (V,) distribution, or on a (steps, P, V) history.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minigrpo.core.kl import exact_kl
+
+
+def optimal_policy(logp_anchor: Tensor, r: Tensor, beta) -> Tensor:
+    """log π* = log_softmax(log π_anchor + r/β). ``beta`` is a float or a tensor broadcastable to r."""
+    beta = torch.as_tensor(beta, dtype=logp_anchor.dtype)
+    if (beta <= 0).any():
+        raise ValueError(f"optimal_policy: beta={beta.tolist()} must be > 0 (β = 0 puts all mass on argmax r)")
+    return torch.log_softmax(logp_anchor + r / beta, dim=-1)
+
+
+def kl_divergence(logp: Tensor, logq: Tensor) -> Tensor:
+    """KL(p ‖ q) = Σ_y p(y) log(p(y)/q(y)) over the last dimension."""
+    return exact_kl(logp, logq, dim=-1)
+
+
+def total_variation(logp: Tensor, logq: Tensor) -> Tensor:
+    """TV(p, q) = ½ Σ_y |p(y) − q(y)| over the last dimension."""
+    return 0.5 * (logp.exp() - logq.exp()).abs().sum(-1)
+
+
+def expected_reward(logp: Tensor, r: Tensor) -> Tensor:
+    """E_{y~π}[r(y)] = Σ_y π(y)·r(y)."""
+    return (logp.exp() * r).sum(-1)
+
+
+def objective(logp: Tensor, logp_anchor: Tensor, r: Tensor, beta) -> Tensor:
+    """J(π) = E_π[r] − β·KL(π ‖ π_anchor): what KL-in-reward GRPO maximises; π* is its argmax."""
+    return expected_reward(logp, r) - torch.as_tensor(beta) * kl_divergence(logp, logp_anchor)
+
+
+def reverse_kl_fixed_point(logp_anchor: Tensor, r: Tensor, beta: float, iters: int = 200) -> Tensor:
+    """Where k3-in-the-loss lands on a softmax policy: the maximiser of E_π[r] − β·KL(π_anchor ‖ π).
+
+    On samples from π, E[∇k3] is the gradient of the *reverse* KL, KL(π_anchor ‖ π), so
+    DeepSeekMath's loss-side k3 optimises this objective instead of J. Setting its gradient in the
+    logits to zero, π_y (r_y − r̄) + β (π_anchor,y − π_y) = 0, gives
+
+        π_y = β·π_anchor,y / (β + c − r_y),    with c = E_π[r] fixed by Σ_y π_y = 1.
+
+    Σ_y β·π_anchor,y/(β + c − r_y) falls monotonically in c on c > max r − β, so c is found by
+    bisection. For (V,) inputs; returns log π.
+    """
+    a, r = logp_anchor.double().exp(), r.double()
+    lo = (r.max() - beta).item() + 1e-12       # sum → ∞ as c → max r − β
+    hi = lo + beta + (r.max() - r.min()).item() + 1.0
+    while (beta * a / (beta + hi - r)).sum() > 1:   # widen until the sum drops below 1
+        hi = lo + 2 * (hi - lo)
+    for _ in range(iters):
+        c = 0.5 * (lo + hi)
+        if (beta * a / (beta + c - r)).sum() > 1:
+            lo = c
+        else:
+            hi = c
+    pi = beta * a / (beta + 0.5 * (lo + hi) - r)
+    return (pi / pi.sum()).log().to(logp_anchor.dtype)

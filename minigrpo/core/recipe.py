@@ -1,0 +1,80 @@
+"""Recipes: a GRPO variant is a choice of four pieces, composed here and nowhere else.
+
+==============  =========================================================  =====================
+piece           what it decides                                             module
+==============  =========================================================  =====================
+``kl``          where the anchor KL goes, and which estimator               ``kl.py``
+``baseline``    how total rewards become advantages                         ``advantages.py``
+``surrogate``   the per-token policy-gradient loss (clipped or not)         ``loss.py``
+``aggregation`` how per-token losses are weighted into one number           ``loss.py``
+==============  =========================================================  =====================
+
+Presets are recipes with the pieces their papers use. Change one piece with
+``dataclasses.replace(preset, baseline=LEAVE_ONE_OUT)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from minigrpo.core import advantages as adv
+from minigrpo.core.kl import K1, K3, KLInLoss, KLInReward, NoKL
+from minigrpo.core.loss import PLAIN, Surrogate, clipped, constant_normaliser, seq_mean_token_mean, token_mean
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The pieces of one GRPO variant (see the module docstring)."""
+
+    name: str
+    kl: KLInReward | KLInLoss | NoKL
+    baseline: Callable
+    surrogate: Surrogate
+    aggregation: Callable
+
+    def describe(self) -> str:
+        agg = getattr(self.aggregation, "__name__", str(self.aggregation)).replace("_weights", "")
+        return (f"{self.name}: kl={self.kl}, baseline={self.baseline.name}, "
+                f"surrogate={self.surrogate}, aggregation={agg}")
+
+
+def seed_grpo() -> Recipe:
+    """The guided-reward GRPO this toolkit is built on: R_total = r − β·k1 (held constant), group-mean
+    baseline, a plain policy-gradient step (one update per rollout, so a PPO clip would never act).
+    Its fixed point is the closed-form optimum π* ∝ π_anchor·exp(r/β)."""
+    return Recipe("seed", KLInReward(K1), adv.GROUP_MEAN, PLAIN, seq_mean_token_mean)
+
+
+def deepseek_grpo() -> Recipe:
+    """DeepSeekMath GRPO (Shao et al. 2024, eq. 3): group mean/std advantages, PPO clip 0.2, k3 KL
+    in the loss, per-sequence mean. Its fixed point is not π* (see tests/test_fixed_points.py)."""
+    return Recipe("deepseek", KLInLoss(K3), adv.GROUP_MEAN_STD, clipped(0.2), seq_mean_token_mean)
+
+
+def dr_grpo(max_tokens: int | None = None) -> Recipe:
+    """Dr. GRPO (Liu et al. 2025): no std scaling, no length normalisation (constant normaliser);
+    k3 KL in the loss as in the GRPO it corrects."""
+    return Recipe("dr_grpo", KLInLoss(K3), adv.GROUP_MEAN, clipped(0.2), constant_normaliser(max_tokens))
+
+
+def rloo() -> Recipe:
+    """RLOO (Ahmadian et al. 2024, "Back to Basics"): leave-one-out baseline, KL in the reward
+    (k1), REINFORCE without clipping."""
+    return Recipe("rloo", KLInReward(K1), adv.LEAVE_ONE_OUT, PLAIN, seq_mean_token_mean)
+
+
+def dapo_like() -> Recipe:
+    """Token-mean aggregation with clip-higher (DAPO, Yu et al. 2025), here with the anchor KL kept."""
+    return Recipe("dapo_like", KLInLoss(K3), adv.GROUP_MEAN_STD, clipped(0.2, 0.28), token_mean)
+
+
+PRESETS = {"seed": seed_grpo, "deepseek": deepseek_grpo, "dr_grpo": dr_grpo, "rloo": rloo, "dapo_like": dapo_like}
+
+
+def preset(name: str) -> Recipe:
+    if name not in PRESETS:
+        raise ValueError(f"recipe={name!r} is not a preset; allowed: {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+__all__ = ["Recipe", "PRESETS", "preset", "replace", "seed_grpo", "deepseek_grpo", "dr_grpo", "rloo", "dapo_like", "NoKL"]

@@ -1,0 +1,183 @@
+"""The GRPO step and the training loop.
+
+One step, in the order a learner reads it (shapes P × G × T):
+
+1. sample G completions per prompt from the policy                       ``sampling.sample_group``
+2. score them:                   r (P,G), and step rewards if any          the reward function
+3. anchor log-probs, no grad:    logp_anchor (P,G,T)                       ``anchor.log_probs``
+4. total reward:                 R = r − β·KL  (when the KL is in the reward) ``recipe.kl``
+5. advantages:                   A = R − baseline (P,G)                    ``recipe.baseline``
+   (+ per-step advantages (P,G,T) when the reward scores steps)           ``advantages.step_advantages``
+6. per-token push:               ψ = ∂L/∂logp = W·(ℓ'_pg + β·k')  (P,G,T)  ``recipe.surrogate/aggregation``
+7. parameter gradient and update: ∇θ = Σ ψ·∇θ logp, optimizer step        ``policy.accumulate_grad``
+
+The loop keeps no global state: everything lives in the arguments, and metrics are yielded, so
+plots, widgets and loggers listen from outside.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from minigrpo.core.advantages import step_advantages
+from minigrpo.core.kl import K1
+from minigrpo.core.loss import aggregate, clip_fraction
+from minigrpo.core.masks import masked_mean, masked_sum
+from minigrpo.core.recipe import Recipe
+from minigrpo.core.scored import Scored, call_reward, check_scored
+from minigrpo.core.sampling import Rollout, sample_group
+
+
+@dataclass
+class Step:
+    """Everything one GRPO step computed, for inspection (notebooks) and metrics (loggers)."""
+
+    rollout: Rollout
+    r: Tensor            # (P,G)   reward from the reward function
+    R: Tensor            # (P,G)   total reward after the KL shaping (= r when the KL is in the loss)
+    A: Tensor            # (P,G)   advantage; (P,G,T) per token when the reward scores steps
+    logp_anchor: Tensor  # (P,G,T) anchor log-probs of the sampled tokens
+    logp: Tensor         # (P,G,T) policy log-probs going into the (last) update, detached
+    psi: Tensor          # (P,G,T) ∂L/∂logp, the push each sampled token received
+    W: Tensor            # (P,G,T) aggregation weights
+    recipe: Recipe
+    beta: object
+    logp_old: Tensor | None = None   # (P,G,T) log π_old for the ratio; None: the rollout's own logp
+    grad_norm: float | None = None   # ‖∇θ L‖ of the last update, before clipping
+    scored: Scored | None = None     # the checked reward: applicability, validity, step rewards
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def components(self) -> dict:
+        """The named reward parts {name: (P,G)} (from ``scored``)."""
+        return {} if self.scored is None else self.scored.components
+
+    @property
+    def loss(self) -> Tensor:
+        """L = Σ W·(ℓ_pg + β·k) — the number whose gradient ψ is (computed on demand)."""
+        if "loss" not in self._cache:
+            A = per_token(self.A)
+            logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
+            pg = self.recipe.surrogate.value(self.logp, logp_old, A)
+            kl_value, _ = self.recipe.kl.loss_terms(self.logp, self.logp_anchor, self.beta)
+            self._cache["loss"] = aggregate(pg if kl_value is None else pg + kl_value, self.W)
+        return self._cache["loss"]
+
+    @property
+    def kl(self) -> Tensor:
+        """Sampled KL(π_old ‖ π_anchor) per completion, Σ_t k1 (P,G)."""
+        return masked_sum(K1.value(self.rollout.logp, self.logp_anchor), self.rollout.mask, dim=-1)
+
+    def metrics(self) -> dict:
+        """Stable metric keys, as floats."""
+        m = self.rollout.mask
+        lengths = m.sum(-1).to(self.r.dtype)
+        logp_old = self.rollout.logp if self.logp_old is None else self.logp_old
+        extra = {} if self.scored is None else {f"reward/{k}": v for k, v in self.scored.component_means().items()}
+        valid = self.scored.valid if self.scored is not None else None
+        extra["reward_valid_fraction"] = 1.0 if valid is None else valid.float().mean().item()   # judged at all
+        if self.grad_norm is not None:
+            extra["grad_norm"] = self.grad_norm
+        mean_valid = (lambda x: x.mean().item()) if valid is None else \
+            (lambda x: x[valid].mean().item() if valid.any() else float("nan"))
+        return {
+            "reward": mean_valid(self.r),
+            "reward_total": mean_valid(self.R),
+            "advantage_abs": masked_mean(per_token(self.A).abs().expand_as(m), m).item(),
+            "kl": self.kl.mean().item(),
+            "entropy_proxy": -masked_mean(self.rollout.logp, m).item(),
+            "completion_length": lengths.mean().item(),
+            "loss": self.loss.item(),
+            "beta": float(torch.as_tensor(self.beta).float().mean()),
+            "clip_fraction": float(clip_fraction(self.logp, logp_old, per_token(self.A), m,
+                                                 self.recipe.surrogate.eps_low, self.recipe.surrogate.eps_high)),
+            **extra,
+        }
+
+
+def per_token(A: Tensor) -> Tensor:
+    """Advantages broadcast over tokens: (P,G) → (P,G,1); per-token (P,G,T) stay as they are."""
+    return A[..., None] if A.dim() == 2 else A
+
+
+def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Recipe, beta, optimizer, G: int, *,
+              generator: torch.Generator | None = None, updates: int = 1, max_grad_norm: float | None = None,
+              **sampling_kwargs) -> Step:
+    """Run one GRPO step and return what it computed. ``updates`` > 1 reuses the rollout for
+    several optimizer steps (where the PPO clip matters); ψ is recomputed each time.
+    ``max_grad_norm`` clips ‖∇θ‖ before each update. A non-finite ψ (from the advantages or the
+    log-probs), or a non-finite gradient norm, raises ``FloatingPointError`` before the optimizer
+    touches the weights."""
+    rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
+    P, G, T = rollout.shape
+    scored = check_scored(call_reward(reward_fn, prompts, rollout), (P, G), reward_fn, T)       # r (P,G)
+    scored = _to_device(scored, rollout.logp.device)      # a reward computed on the CPU meets a policy on a GPU
+    r = scored.r
+    with torch.no_grad():
+        logp_anchor = anchor.log_probs(prompts, rollout.completions)                          # (P,G,T)
+        # π_old: the sampling pass's own log-probs when it sampled the policy itself (no extra pass);
+        # after temperature/top-k/top-p the sampled distribution differs, so score the policy once
+        logp_old = None if rollout.logp_is_policy else \
+            policy.log_probs(prompts, rollout.completions).masked_fill(~rollout.mask, 0.0)
+    lp_old = rollout.logp if logp_old is None else logp_old
+    R = recipe.kl.shape_reward(r, lp_old, logp_anchor, rollout.mask, beta)                     # (P,G)
+    A = recipe.baseline(R, prompts) if scored.valid is None else \
+        recipe.baseline(R, prompts, valid=scored.valid)                                        # (P,G)
+    if scored.steps is not None:                 # process rewards: per-token advantages on top
+        st = scored.steps
+        A = A[..., None] + step_advantages(st.values, st.ends, st.present, T)                  # (P,G,T)
+    W = recipe.aggregation(rollout.mask)                                                       # (P,G,T)
+    grad_norm = None
+    for _ in range(updates):
+        logp = policy.log_probs(prompts, rollout.completions)        # (P,G,T), graph for neural policies
+        lp = logp.detach()
+        dl = recipe.surrogate.grad(lp, lp_old, per_token(A))                                 # ∂ℓ_pg/∂logp
+        _, kl_grad = recipe.kl.loss_terms(lp, logp_anchor, beta)
+        psi = W * (dl if kl_grad is None else dl + kl_grad)                                    # ∂L/∂logp
+        if not math.isfinite(psi.sum().item()):   # one cheap check: a NaN/inf in R, A, logp or logp_anchor lands here
+            raise FloatingPointError(_non_finite_message(R=R, A=A, logp=lp, logp_anchor=logp_anchor))
+        optimizer.zero_grad()
+        policy.accumulate_grad(prompts, rollout.completions, logp, psi)
+        if max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.grad is not None],
+                                                  max_grad_norm)
+            grad_norm = float(norm)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"the gradient norm is {grad_norm}: the loss or log-probs went non-finite; "
+                                         "the weights were not updated (lower the learning rate or check the reward)")
+        optimizer.step()
+    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, grad_norm, scored)
+
+
+def _non_finite_message(**tensors) -> str:
+    names = {"R": "total reward R", "A": "advantage A", "logp": "policy log-probs logp",
+             "logp_anchor": "anchor log-probs logp_anchor"}
+    bad = [names[k] for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    where = ", ".join(bad) if bad else "the surrogate or KL terms (ψ overflowed)"
+    return (f"the loss went non-finite: ψ = ∂L/∂logp holds NaN or inf (non-finite: {where}); the weights were "
+            "not updated (lower the learning rate, or check the reward and the anchor)")
+
+
+def _to_device(s: Scored, dev) -> Scored:
+    from minigrpo.core.scored import StepRewards
+
+    steps = None if s.steps is None else StepRewards(s.steps.values.to(dev), s.steps.ends.to(dev),
+                                                       s.steps.present.to(dev))
+    return Scored(s.r.to(dev), {k: v.to(dev) for k, v in s.components.items()},
+                  {k: v.to(dev) for k, v in s.applicable.items()}, None if s.valid is None else s.valid.to(dev), steps)
+
+
+def train(policy, anchor, prompts, reward_fn: Callable, recipe: Recipe, beta_ctl, optimizer, G: int, steps: int, *,
+          generator: torch.Generator | None = None, **step_kwargs) -> Iterator[Step]:
+    """Yield one ``Step`` per GRPO step. ``prompts`` is a tensor used every step, or a callable
+    ``prompts(step_index) -> tensor`` (a data loader). ``beta_ctl`` is a FixedBeta or AdaptiveBeta."""
+    for t in range(steps):
+        batch = prompts(t) if callable(prompts) else prompts
+        step = grpo_step(policy, anchor, batch, reward_fn, recipe, beta_ctl.value, optimizer, G,
+                         generator=generator, **step_kwargs)
+        beta_ctl.update(step)
+        yield step

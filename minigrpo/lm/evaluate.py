@@ -1,0 +1,28 @@
+"""Held-out accuracy: greedy completions of test prompts, scored by the task."""
+from __future__ import annotations
+
+import torch
+
+from minigrpo.core.sampling import sample_group
+from minigrpo.lm.tasks import Problem, Task
+from minigrpo.lm.tokens import decode_completions, encode_prompts
+
+
+@torch.no_grad()
+def greedy_completions(policy, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 256) -> list[str]:
+    """The most likely next token at every step (top-k with k = 1), one completion per prompt."""
+    out = []
+    device = policy.device if hasattr(policy, "device") else next(policy.parameters()).device
+    for i in range(0, len(prompts), batch_size):
+        ids = encode_prompts(tokenizer, prompts[i:i + batch_size]).to(device)                  # (P, L)
+        ro = sample_group(policy, ids, 1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+                          pad_id=tokenizer.pad_token_id, top_k=1,
+                          generator=torch.Generator(device=device).manual_seed(0))      # greedy: the draw is moot
+        out += [row[0] for row in decode_completions(tokenizer, ro.completions, ro.mask)]
+    return out
+
+
+def accuracy(policy, tokenizer, task: Task, problems: list[Problem], max_new_tokens: int) -> float:
+    """Fraction of ``problems`` whose greedy completion is exactly the answer."""
+    texts = greedy_completions(policy, tokenizer, [p.prompt for p in problems], max_new_tokens)
+    return sum(t == p.answer for t, p in zip(texts, problems)) / len(problems)

@@ -1,0 +1,122 @@
+"""Models: build a tiny GPT-2 locally, or load any causal-LM checkpoint by path or hub id.
+
+Everything goes through Hugging Face ``transformers``, so a tiny model trained here and saved with
+``save_pretrained`` loads exactly like ``gpt2`` does for a user who has the hub.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import contextlib
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` → the first of cuda, mps, cpu that is present; otherwise the named device."""
+    if name != "auto":
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"device={name!r} is not a torch device; use auto, cpu, cuda, cuda:0, mps, …")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} but torch sees no CUDA GPU here; use device=auto or cpu")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class TinyGPT2:
+    """Shape of a from-scratch GPT-2 small enough to train on a laptop CPU in minutes."""
+
+    n_layer: int = 2
+    n_embd: int = 96
+    n_head: int = 4
+    n_positions: int = 48
+
+    def config(self, tokenizer):
+        from transformers import GPT2Config
+
+        return GPT2Config(vocab_size=len(tokenizer), n_positions=self.n_positions, n_embd=self.n_embd,
+                          n_layer=self.n_layer, n_head=self.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+
+
+def build_tiny_gpt2(tokenizer, shape: TinyGPT2 = TinyGPT2(), seed: int = 0):
+    """A randomly initialised ``GPT2LMHeadModel`` for ``tokenizer``'s vocabulary (seeded, reproducible)."""
+    from transformers import GPT2LMHeadModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(shape.config(tokenizer))
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' own progress bars (loading/saving shards) while inside; restore after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).suffix != ""
+
+
+def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    """(model, tokenizer) from a local folder written by ``save_pretrained`` or a hub id (``gpt2``).
+
+    A tokenizer without a pad token gets its EOS as pad (GPT-2's usual arrangement); one without an
+    EOS is refused (see ``tokens.check_tokenizer``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from minigrpo.lm.tokens import check_tokenizer
+
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if not path.exists() and _looks_like_path(name):
+        raise FileNotFoundError(f"model checkpoint path {name!r} does not exist; give a folder written by "
+                                "save_pretrained (e.g. assets/anchors/addition) or a hub id such as gpt2")
+    if path.exists() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"model checkpoint folder {name!r} has no config.json; it is not a "
+                                "save_pretrained folder")
+    src = str(path) if path.exists() else name
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(src)
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(src)
+    except OSError as e:
+        raise OSError(f"could not load model {name!r}: no local folder by that name, and the Hugging Face hub "
+                      f"did not provide it ({str(e).splitlines()[0]}). Pass a local save_pretrained folder") from e
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    check_tokenizer(tokenizer)
+    tokenizer.padding_side = "left"
+    return model.to(device), tokenizer
+
+
+def add_lora(model, r: int = 8, alpha: int | None = None, target_modules=None):
+    """Wrap ``model`` with a peft LoRA adapter of rank r: only the adapter trains, and the anchor is
+    the same model with the adapter switched off (``CausalLMPolicy.anchor``)."""
+    if not (isinstance(r, int) and r >= 1):
+        raise ValueError(f"lora rank r={r!r} must be an integer ≥ 1")
+    from peft import LoraConfig, get_peft_model
+
+    if target_modules is None and getattr(model.config, "model_type", None) == "gpt2":
+        target_modules = ["c_attn", "c_proj", "c_fc"]
+    cfg = LoraConfig(r=r, lora_alpha=alpha or 2 * r, target_modules=target_modules, lora_dropout=0.0,
+                     task_type="CAUSAL_LM", fan_in_fan_out=getattr(model.config, "model_type", None) == "gpt2")
+    return get_peft_model(model, cfg)

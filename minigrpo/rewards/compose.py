@@ -1,0 +1,265 @@
+"""Composing guided rewards: named components, weighted and combined into one reward the step trains on.
+
+A component is either
+
+* a **plain Python function** ``f(prompt: str, completion: str)`` returning a float, ``None`` (not
+  applicable: this component cannot judge this completion), or a list of floats (one per step of the
+  completion, the steps cut at ``step_separators``) — enough to define a reward; or
+* an object with ``score(batch: Completions)`` returning a (P, G) tensor or list (``None`` entries
+  allowed), or ``StepRewards`` — for rewards that read token ids, masks or the rollout, or that
+  batch their work (reward models, LM judges, programmatic checks in ``checks.py``).
+
+``RewardSet`` decodes the rollout once into a ``Completions`` view, calls every component, checks
+what each returned (by name), and combines the outcome components:
+
+=================  ============================================================================
+``combine="sum"``        r = Σ_k w_k·c_k
+``combine="normalised"``  r = Σ_k w_k·(c_k − mean_g c_k)/(std_g c_k + ε), per group, so a component
+                          with a large scale cannot drown the others (each speaks in group std units)
+=================  ============================================================================
+
+Not applicable is not zero: where component k returned ``None`` for a completion, that completion
+takes the group's mean of c_k (over the completions k did judge), so k neither raises nor lowers it
+and it does not move k's baseline. A completion that no outcome component judged is marked invalid:
+the step leaves it out of the baseline and gives it no outcome advantage. Step components are
+scaled by their weight and kept as steps (``advantages.step_advantages`` turns them into per-token
+advantages with a group baseline per step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from minigrpo.core.scored import Scored, StepRewards
+from minigrpo.core.validate import is_real
+
+
+# --- the text view a reward reads ------------------------------------------------------------------
+
+@dataclass
+class Completions:
+    """One rollout as reward components see it (decoded once, shared by all of them).
+
+    ==================  ==============  ==================================================
+    ``prompt_ids``      (P, L)          left-padded prompt ids
+    ``ids``             (P, G, T)       completion ids (padding after EOS)
+    ``mask``            (P, G, T)       True on generated tokens, EOS included
+    ``prompts``         [P] str         prompt texts
+    ``texts``           [P][G] str      completion texts, without EOS and padding
+    ``ended``           (P, G) bool     True when the completion stopped with EOS
+    ``rollout``         Rollout / None  the sampled rollout itself (log-probs and all)
+    ==================  ==============  ==================================================
+    """
+
+    prompt_ids: Tensor
+    ids: Tensor
+    mask: Tensor
+    prompts: list
+    texts: list
+    ended: Tensor
+    tokenizer: object
+    rollout: object = None
+    _token_text: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def decode(cls, tokenizer, prompt_ids: Tensor, ids: Tensor, rollout=None) -> "Completions":
+        from minigrpo.core.sampling import completion_mask
+        from minigrpo.lm.tokens import decode_completions, decode_prompts
+
+        eos = tokenizer.eos_token_id
+        mask = completion_mask(ids, eos)                     # up to and including the first EOS
+        return cls(prompt_ids, ids, mask, decode_prompts(tokenizer, prompt_ids),
+                   decode_completions(tokenizer, ids, mask), (ids == eos).any(-1), tokenizer, rollout)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.ids.shape)
+
+    def lengths(self) -> Tensor:
+        """Completion tokens, the EOS not counted (P, G)."""
+        eos = self.tokenizer.eos_token_id
+        return (self.mask & (self.ids != eos)).sum(-1)
+
+    def token_text(self, token_id: int) -> str:
+        if token_id not in self._token_text:
+            self._token_text[token_id] = self.tokenizer.decode([token_id])
+        return self._token_text[token_id]
+
+    def steps(self, p: int, g: int, separators: str = ",\n") -> list[tuple[int, str]]:
+        """The steps of completion (p, g) as [(end token index, step text)]: the text split at the
+        separators (like ``str.split``), each step ending at the token that holds its separator, the
+        last at the EOS (or the last token). ``"12,9,17⏎"`` → [(2, "12"), (4, "9"), (7, "17")]."""
+        eos = self.tokenizer.eos_token_id
+        kept = [(t, tok) for t, (tok, k) in enumerate(zip(self.ids[p, g].tolist(), self.mask[p, g].tolist())) if k]
+        out, text = [], ""
+        for t, tok in kept:
+            for c in ("" if tok == eos else self.token_text(tok)):
+                if c in separators:
+                    out.append((t, text))
+                    text = ""
+                else:
+                    text += c
+        out.append((kept[-1][0] if kept else 0, text))
+        return out
+
+
+# --- combining components: pure functions ---------------------------------------------------------
+
+def fill_not_applicable(c: Tensor, applicable: Tensor) -> Tensor:
+    """c (P,G) with each not-applicable entry replaced by the mean of its group's applicable ones
+    (0 where none in the group applies): the completion is neither pushed nor pulled by c, and
+    c's group baseline is the mean of the completions it did judge."""
+    n = applicable.sum(1, keepdim=True)
+    mean = torch.where(applicable, c, 0.0).sum(1, keepdim=True) / n.clamp_min(1)
+    return torch.where(applicable, c, mean.expand_as(c))
+
+
+def weighted_sum(components: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """r = Σ_k w_k·c_k   (P, G)."""
+    return sum(weights[k] * c for k, c in components.items())
+
+
+def group_normalise(c: Tensor, eps: float = 1e-6) -> Tensor:
+    """ĉ_{p,g} = (c_{p,g} − mean_j c_{p,j}) / (std_j c_{p,j} + ε), a constant group → 0 exactly."""
+    centred = c - c.mean(1, keepdim=True)
+    constant = (c == c[:, :1]).all(1, keepdim=True)
+    return torch.where(constant, 0.0, centred / (c.std(1, keepdim=True, unbiased=False) + eps))
+
+
+def normalised_sum(components: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """r = Σ_k w_k·ĉ_k with ĉ the per-group normalised component (see ``group_normalise``): each
+    component counts in units of its own spread within the group (as in multi-objective GRPO)."""
+    return sum(weights[k] * group_normalise(c) for k, c in components.items())
+
+
+COMBINE = {"sum": weighted_sum, "normalised": normalised_sum}
+
+
+# --- the reward set ---------------------------------------------------------------------------------
+
+class RewardSet:
+    """Named reward components → one reward for ``grpo_step`` (see the module docstring).
+
+    ``components`` maps a name to a component or to ``(component, weight)`` (weight 1 by default).
+    ``combine`` is ``"sum"`` or ``"normalised"``. ``step_separators`` cut a completion into steps for
+    plain functions that return a list.
+    """
+
+    takes_rollout = True
+
+    def __init__(self, tokenizer, components: dict, combine: str = "sum", step_separators: str = ",\n",
+                 name: str = "reward_set"):
+        from minigrpo.lm.tokens import check_tokenizer
+
+        check_tokenizer(tokenizer)
+        if not isinstance(components, dict) or not components:
+            raise ValueError(f"RewardSet: components={components!r}; give a non-empty mapping name → component "
+                             "or name → (component, weight)")
+        if combine not in COMBINE:
+            raise ValueError(f"RewardSet: combine={combine!r} is not allowed; choose one of {sorted(COMBINE)}")
+        self.tokenizer, self.combine, self.step_separators, self.name = tokenizer, combine, step_separators, name
+        self.components, self.weights = {}, {}
+        for k, spec in components.items():
+            fn, w = spec if isinstance(spec, tuple) else (spec, 1.0)
+            if not (callable(fn) or hasattr(fn, "score")):
+                raise ValueError(f"RewardSet: component {k!r} is {fn!r}; give a function f(prompt, completion) "
+                                 "or an object with score(batch)")
+            if not is_real(w):
+                raise ValueError(f"RewardSet: weight of {k!r} is {w!r}; weights must be finite numbers")
+            self.components[k], self.weights[k] = fn, float(w)
+
+    def __call__(self, prompts: Tensor, completions: Tensor, rollout=None) -> Scored:
+        return self.score(Completions.decode(self.tokenizer, prompts, completions, rollout))
+
+    def score(self, batch: Completions) -> Scored:
+        P, G, T = batch.shape
+        values, applicable, steps, outcome = {}, {}, [], []
+        for k, fn in self.components.items():
+            out = fn.score(batch) if hasattr(fn, "score") else self._per_completion(fn, batch, k)
+            if isinstance(out, StepRewards):
+                steps.append(out.scaled(self.weights[k]))
+                values[k], applicable[k] = out.per_completion, out.present.any(-1)
+                continue
+            values[k], applicable[k] = self._outcome(out, (P, G), k)
+            outcome.append(k)
+        filled = {k: fill_not_applicable(values[k], applicable[k]) for k in outcome}
+        r = COMBINE[self.combine](filled, self.weights) if filled else torch.zeros(P, G)
+        valid = torch.stack([applicable[k] for k in outcome]).any(0) if outcome else None
+        if valid is not None and bool(valid.all()):
+            valid = None
+        return Scored(torch.as_tensor(r, dtype=torch.get_default_dtype()),
+                      {k: torch.where(applicable[k], values[k], 0.0) for k in values},
+                      {k: m for k, m in applicable.items() if not bool(m.all())}, valid,
+                      StepRewards.cat(steps) if steps else None)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _outcome(self, out, shape, k) -> tuple[Tensor, Tensor]:
+        """(values, applicable) of an outcome component's output, checked by name."""
+        name = f"{self.name}/{k}"
+        if isinstance(out, Tensor):
+            vals = out.to(torch.get_default_dtype())
+            ok = torch.ones(vals.shape, dtype=torch.bool)
+        else:
+            flat = list(_rows(out))
+            ok = torch.tensor([[x is not None for x in row] for row in flat], dtype=torch.bool) if flat else None
+            try:
+                vals = torch.tensor([[0.0 if x is None else float(x) for x in row] for row in flat])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"reward component {name!r} returned something that is not numbers or None: "
+                                 f"{e}") from None
+        if vals.dim() == 1 and vals.numel() == shape[0] * shape[1]:
+            vals, ok = vals.view(shape), ok.view(shape)
+        if tuple(vals.shape) != shape:
+            raise ValueError(f"reward component {name!r} returned shape {tuple(vals.shape)}; expected (P, G) = "
+                             f"{shape} (one value per completion)")
+        bad = ok & ~torch.isfinite(vals)
+        if bad.any():
+            p, g = bad.nonzero()[0].tolist()
+            raise ValueError(f"reward component {name!r} returned a non-finite value {vals[p, g].item()} for "
+                             f"(prompt, completion) = ({p}, {g}); return a finite number, or None when the "
+                             "component does not apply")
+        return vals.to(torch.get_default_dtype()), ok
+
+    def _per_completion(self, fn: Callable, batch: Completions, k: str):
+        """Call a plain f(prompt, completion) on every completion: (P,G) values with None, or steps."""
+        P, G, T = batch.shape
+        name = f"{self.name}/{k}"
+        outs = [[fn(batch.prompts[p], batch.texts[p][g]) for g in range(G)] for p in range(P)]
+        if not any(isinstance(o, (list, tuple)) for row in outs for o in row):
+            return outs
+        # a list per completion: step rewards, one per step of the text
+        S = max(len(o) for row in outs for o in row if isinstance(o, (list, tuple))) or 1
+        values, ends, present = torch.zeros(P, G, S), torch.zeros(P, G, S, dtype=torch.long), \
+            torch.zeros(P, G, S, dtype=torch.bool)
+        for p in range(P):
+            for g in range(G):
+                o = outs[p][g]
+                if o is None:
+                    continue
+                if not isinstance(o, (list, tuple)):
+                    raise ValueError(f"reward component {name!r} returned a list for some completions and "
+                                     f"{type(o).__name__} for ({p}, {g}); a stepwise component returns a list "
+                                     "(or None) for every completion")
+                cut = batch.steps(p, g, self.step_separators)
+                if len(o) != len(cut):
+                    raise ValueError(f"reward component {name!r} returned {len(o)} step rewards for completion "
+                                     f"({p}, {g}) {batch.texts[p][g]!r}, which has {len(cut)} steps cut at "
+                                     f"{self.step_separators!r}; return one value (or None) per step")
+                for s, (x, (end, _)) in enumerate(zip(o, cut)):
+                    if x is None:
+                        continue
+                    if not isinstance(x, (int, float)) or x != x or abs(x) == float("inf"):
+                        raise ValueError(f"reward component {name!r} returned step reward {x!r} for ({p}, {g}) "
+                                         f"step {s}; step rewards must be finite numbers or None")
+                    values[p, g, s], ends[p, g, s], present[p, g, s] = float(x), end, True
+        return StepRewards(values, ends, present)
+
+
+def _rows(out):
+    for row in out:
+        if isinstance(row, Tensor):
+            row = row.tolist()
+        yield list(row) if isinstance(row, (list, tuple)) else [row]

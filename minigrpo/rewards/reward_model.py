@@ -1,0 +1,236 @@
+"""A reward model trained from preferences (Bradley–Terry), and the reward component that uses it.
+
+The model r_φ(x, y) is a transformer with a scalar head (Hugging Face ``…ForSequenceClassification``
+with one label): it reads prompt and completion and outputs one number. Trained on pairs where y_c
+was preferred to y_r, it maximises the Bradley–Terry likelihood
+
+    P(y_c ≻ y_r | x) = σ(r_φ(x, y_c) − r_φ(x, y_r)),   L(φ) = −mean log σ(r_c − r_r)
+
+(Bradley & Terry 1952; Christiano et al. 2017; Ouyang et al. 2022, eq. 1). Only differences matter,
+so after training the scores are standardised over the training completions (``offset``, ``scale``)
+and a GRPO β means the same thing whatever the model's raw scale.
+
+As in InstructGPT, the model may start from the SFT policy's weights (``from_causal_lm``): it already
+reads the task. ``RewardModel.load`` reads any Hugging Face sequence-classification checkpoint folder.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minigrpo.rewards.preferences import PreferencePair
+
+
+def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor) -> Tensor:
+    """L = −mean log σ(r_c − r_r)   (N,), (N,) → scalar. ``logsigmoid`` keeps it finite for any margin."""
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def pair_accuracy(r_chosen: Tensor, r_rejected: Tensor) -> float:
+    """Fraction of pairs the model orders as the rater did (r_c > r_r; a tie counts as wrong)."""
+    return (r_chosen > r_rejected).float().mean().item()
+
+
+class RewardModel:
+    """r_φ(prompt, completion): a sequence classifier with one output, its tokenizer, and the
+    standardisation (r − offset)/scale applied by ``scores``."""
+
+    def __init__(self, model, tokenizer, offset: float = 0.0, scale: float = 1.0, label: int | None = None):
+        n = model.config.num_labels
+        if label is None and n != 1:
+            raise ValueError(f"reward model has num_labels={n}; give label=<index> to score by that label's "
+                             f"log-probability, or use a model with one output")
+        if label is not None and not (0 <= label < n):
+            raise ValueError(f"reward model: label={label!r} is not allowed; the model has {n} labels (0…{n - 1})")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("reward model tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token")
+        model.config.pad_token_id = tokenizer.pad_token_id
+        self.model, self.tokenizer, self.offset, self.scale, self.label = model, tokenizer, offset, scale, label
+        self.max_length = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_causal_lm(cls, path: str | Path, device="cpu", seed: int = 0) -> "RewardModel":
+        """Start from a causal LM's weights (e.g. the SFT anchor): the backbone is loaded, the scalar
+        head is new (seeded)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from minigrpo.lm.models import quiet_transformers
+
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"reward model base {str(path)!r} is not a save_pretrained folder (no config.json)")
+        from transformers.utils import logging as hf_logging
+
+        torch.manual_seed(seed)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()         # the new head is "missing from the checkpoint": by design
+        try:
+            with quiet_transformers():
+                model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        finally:
+            hf_logging.set_verbosity(level)
+            tok = AutoTokenizer.from_pretrained(path)
+        return cls(model.to(device), tok)
+
+    @classmethod
+    def load(cls, path: str | Path, device="cpu", label: int | None = None) -> "RewardModel":
+        """A saved reward model, or any Hugging Face sequence-classification checkpoint folder."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from minigrpo.lm.models import quiet_transformers
+
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"reward model {str(path)!r} is not a save_pretrained folder (no config.json)")
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(path)
+            tok = AutoTokenizer.from_pretrained(path)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        meta = json.loads((path / "reward_model.json").read_text()) if (path / "reward_model.json").exists() else {}
+        rm = cls(model.to(device).eval(), tok, meta.get("offset", 0.0), meta.get("scale", 1.0),
+                 label if label is not None else meta.get("label"))
+        rm.meta = meta
+        return rm
+
+    def save(self, path: str | Path, **meta) -> Path:
+        from minigrpo.lm.models import quiet_transformers
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with quiet_transformers():
+            self.model.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
+        (path / "reward_model.json").write_text(json.dumps(
+            {"offset": self.offset, "scale": self.scale, "label": self.label, **meta}, indent=2))
+        return path
+
+    # --- scoring ------------------------------------------------------------------------------------
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def encode(self, prompts: list[str], completions: list[str]) -> tuple[Tensor, Tensor]:
+        """Right-padded ids and attention mask (N, L) of prompt + completion (+ EOS when it differs from
+        the pad token, so the head reads a fixed end-of-text position)."""
+        tok = self.tokenizer
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None and tok.eos_token_id != tok.pad_token_id else []
+        rows = [tok.encode(p + c, add_special_tokens=False)[-(self.max_length - len(eos)):] + eos
+                for p, c in zip(prompts, completions)]
+        L = max(len(r) for r in rows)
+        ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long)
+        att = torch.zeros(len(rows), L, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)], att[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
+        return ids.to(self.device), att.to(self.device)
+
+    def raw(self, prompts: list[str], completions: list[str]) -> Tensor:
+        """r_φ before standardisation (N,), with gradients."""
+        ids, att = self.encode(prompts, completions)
+        logits = self.model(input_ids=ids, attention_mask=att).logits.float()        # (N, labels)
+        return logits[:, 0] if self.label is None else logits.log_softmax(-1)[:, self.label]
+
+    @torch.no_grad()
+    def scores(self, prompts: list[str], completions: list[str], batch_size: int = 256) -> Tensor:
+        """(r_φ − offset)/scale for each (prompt, completion) (N,), on the CPU."""
+        was = self.model.training
+        self.model.eval()
+        out = [self.raw(prompts[i:i + batch_size], completions[i:i + batch_size]).cpu()
+               for i in range(0, len(prompts), batch_size)]
+        self.model.train(was)
+        return (torch.cat(out) - self.offset) / self.scale
+
+    def evaluate(self, pairs: list[PreferencePair]) -> float:
+        """Held-out pair accuracy."""
+        rc = self.scores([p.prompt for p in pairs], [p.chosen for p in pairs])
+        rr = self.scores([p.prompt for p in pairs], [p.rejected for p in pairs])
+        return pair_accuracy(rc, rr)
+
+
+@dataclass
+class RMTrainConfig:
+    """Settings of Bradley–Terry training (validated on construction)."""
+
+    steps: int = 300            # optimizer steps
+    batch_size: int = 64        # pairs per step
+    lr: float = 1e-3            # AdamW learning rate (5% warm-up, then constant)
+    seed: int = 0               # batch order
+    eval_every: int = 50        # held-out pair accuracy every N steps
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise ValueError(f"RMTrainConfig.{name}={v!r} is not allowed; must be an integer ≥ 1")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise ValueError(f"RMTrainConfig.lr={self.lr!r} is not allowed; must be a number > 0")
+
+
+def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs: list[PreferencePair] | None = None,
+                       cfg: RMTrainConfig | None = None, on_eval=None) -> list[dict]:
+    """Fit r_φ to ``pairs`` with the Bradley–Terry loss; return the history (loss, train accuracy, and
+    held-out pair accuracy every ``eval_every`` steps). Sets the standardisation from the training
+    completions at the end."""
+    cfg = cfg or RMTrainConfig()
+    if not pairs:
+        raise ValueError("train_reward_model: no preference pairs to train on (pairs=[])")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = [p for p in rm.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    warm = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / warm))
+    rm.model.train()
+    from minigrpo.lm.policy import disable_dropout
+
+    disable_dropout(rm.model)
+    history, t0 = [], time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(0, len(pairs), (min(cfg.batch_size, len(pairs)),), generator=gen).tolist()
+        batch = [pairs[i] for i in idx]
+        prompts = [p.prompt for p in batch]
+        r = rm.raw(prompts + prompts, [p.chosen for p in batch] + [p.rejected for p in batch])   # (2N,)
+        rc, rr = r[:len(batch)], r[len(batch):]
+        loss = bradley_terry_loss(rc, rr)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"reward model loss is {loss.item()} at step {step}; lower the learning rate")
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        rec = {"step": step, "loss": loss.item(), "train_accuracy": pair_accuracy(rc.detach(), rr.detach())}
+        if test_pairs and (step % cfg.eval_every == 0 or step == cfg.steps):
+            rec["test_accuracy"] = rm.evaluate(test_pairs)
+            if on_eval is not None:
+                on_eval(rec)
+        history.append(rec)
+    texts = [(p.prompt, c) for p in pairs[:2000] for c in (p.chosen, p.rejected)]
+    rm.offset, rm.scale = 0.0, 1.0
+    s = rm.scores([t[0] for t in texts], [t[1] for t in texts])
+    rm.offset, rm.scale = s.mean().item(), max(s.std().item(), 1e-6)
+    rm.train_seconds = time.perf_counter() - t0
+    return history
+
+
+class RewardModelReward:
+    """A ``compose.RewardSet`` component: r = the reward model's standardised score of (prompt, completion)."""
+
+    def __init__(self, rm: RewardModel, name: str = "reward_model"):
+        self.rm, self.name = rm, name
+
+    @classmethod
+    def load(cls, path: str | Path, device="cpu", **kwargs) -> "RewardModelReward":
+        return cls(RewardModel.load(path, device=device), **kwargs)
+
+    def score(self, batch) -> Tensor:
+        P, G, T = batch.shape
+        prompts = [batch.prompts[p] for p in range(P) for _ in range(G)]
+        texts = [batch.texts[p][g] for p in range(P) for g in range(G)]
+        return self.rm.scores(prompts, texts).view(P, G)                               # (P,G)

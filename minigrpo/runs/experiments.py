@@ -1,0 +1,139 @@
+"""Two measured experiments with guided rewards, each a function that returns its own numbers.
+
+``reward_hacking``
+    A learned reward that is deliberately exploitable: a reward model trained (Bradley–Terry) on the
+    preferences of a lazy rater who checks answers column by column and never carries
+    (``preferences.column_checker``). On the rater's own pairs it agrees with the truth most of the
+    time; but it likes the careless answer, and GRPO finds that out. Each run optimises the proxy at
+    one β (or an adaptive β with a KL target) and logs the proxy, the true reward (exact answer,
+    weight 0: logged, never trained) and the KL. Small β: the proxy rises while the true reward falls.
+    Large β, or a KL target: the policy stays near the anchor and the true reward holds.
+
+``stepwise_vs_outcome``
+    The multi-step ``chain`` task trained from the same anchor with an outcome reward (the whole
+    answer exact) and with a stepwise one (each running total checked, ``checks.step_checks``, credit
+    per token with a per-step group baseline). Reports held-out accuracy over training and the GRPO
+    steps each needs to reach a target accuracy.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from minigrpo.assets import asset_path
+from minigrpo.lm.sft import anchor_dir
+
+PROXY_DIR = asset_path("reward_models", "addition-column-checker")   # shipped; read, never written
+
+
+def build_proxy_reward_model(out: str | Path, *, n_prompts: int = 300, n_policy_prompts: int = 1500,
+                             steps: int = 300, lr: float = 1e-3, seed: int = 0, progress: bool = False) -> Path:
+    """Train the exploitable reward model: Bradley–Terry on the lazy column-checking rater's pairs —
+    over broad candidate answers (``synthetic_preferences``) and over the anchor's own samples
+    (``policy_preferences``) — starting from the addition anchor. Saved with its held-out accuracy
+    and how often rater and model agree with the truth on each kind of pair (``reward_model.json``)."""
+    from minigrpo.lm.policy import CausalLMPolicy
+    from minigrpo.lm.models import load_causal_lm
+    from minigrpo.rewards.preferences import agreement, closeness, column_checker, policy_preferences, synthetic_preferences
+    from minigrpo.rewards.reward_model import RewardModel, RMTrainConfig, train_reward_model
+    from minigrpo.lm.tasks import AdditionTask
+
+    task = AdditionTask()
+    rater, truth = column_checker(task), closeness(task)
+    model, tok = load_causal_lm(anchor_dir("addition"))
+    anchor = CausalLMPolicy(model, tok.pad_token_id)
+    gen = lambda k: torch.Generator().manual_seed(seed + k)
+    broad = synthetic_preferences(task, rater, n_prompts, "train", 8, gen(0))
+    on_policy = policy_preferences(anchor, tok, task, rater, n_policy_prompts, 8, "train", 8, gen(1))
+    test_broad = synthetic_preferences(task, rater, 100, "test", 8, gen(2))
+    test_policy = policy_preferences(anchor, tok, task, rater, 200, 8, "test", 8, gen(3))
+    rm = RewardModel.from_causal_lm(anchor_dir("addition"), seed=seed)
+    history = train_reward_model(rm, broad + on_policy, test_broad + test_policy,
+                                 RMTrainConfig(steps=steps, lr=lr, seed=seed), on_eval=print if progress else None)
+
+    def model_truth(pairs):
+        rc = rm.scores([p.prompt for p in pairs], [p.chosen for p in pairs])
+        rr = rm.scores([p.prompt for p in pairs], [p.rejected for p in pairs])
+        return sum(bool(a > b) == (truth(p.prompt, p.chosen) > truth(p.prompt, p.rejected))
+                   for p, a, b in zip(pairs, rc, rr)) / len(pairs)
+
+    return rm.save(out, rater="column_checker", pairs=len(broad) + len(on_policy), test_accuracy=history[-1]["test_accuracy"],
+                   rater_agrees_with_truth={"broad": agreement(test_broad, truth), "anchor_samples": agreement(test_policy, truth)},
+                   model_agrees_with_truth={"broad": model_truth(test_broad), "anchor_samples": model_truth(test_policy)},
+                   train_seconds=rm.train_seconds,
+                   command=f"python -c \"from minigrpo.runs.experiments import build_proxy_reward_model as b; "
+                           f"b({str(out)!r}, n_prompts={n_prompts}, n_policy_prompts={n_policy_prompts}, steps={steps}, lr={lr}, "
+                           f"seed={seed})\"")
+
+
+def reward_hacking(settings: dict[str, dict] | None = None, *, steps: int = 120, prompts_per_step: int = 16,
+                   group_size: int = 8, lr: float = 2e-4, seed: int = 0, eval_every: int = 1000,
+                   proxy: str | Path = PROXY_DIR, out: str | Path = "runs/hacking", progress: bool = False) -> dict:
+    """Optimise the proxy reward model at each setting {label: {"beta": …, "kl_target": …}} and return
+    {label: {"records": metrics, "proxy": (first, last), "true": (first, last), "kl": last}} with
+    first/last the means over the first and last 10% of steps."""
+    from minigrpo.rewards.checks import exact_answer
+    from minigrpo.rewards.reward_model import RewardModelReward
+    from minigrpo.lm.tasks import AdditionTask
+    from minigrpo.runs.config import TrainConfig
+    from minigrpo.runs.lm_run import train_lm
+
+    settings = settings or {"beta=0.01": {"beta": 0.01}, "beta=1": {"beta": 1.0}}
+    rm_reward = RewardModelReward.load(proxy, name="proxy")
+    results = {}
+    for label, s in settings.items():
+        cfg = TrainConfig(task="addition", steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
+                          lr=lr, seed=seed, eval_every=eval_every, eval_size=100, save_every=0,
+                          out=str(out), **s)
+        rewards = {"proxy": (rm_reward, 1.0), "correct": (exact_answer(AdditionTask()), 0.0)}
+        res = train_lm(cfg, rewards=rewards, progress=progress)
+        recs = [r for r in res.metrics if "reward/proxy" in r]
+        k = max(1, len(recs) // 10)
+        mean = lambda key, rs: sum(r[key] for r in rs) / len(rs)
+        results[label] = {"records": recs, "run_dir": str(res.run_dir), "setting": s,
+                          "proxy": (mean("reward/proxy", recs[:k]), mean("reward/proxy", recs[-k:])),
+                          "true": (mean("reward/correct", recs[:k]), mean("reward/correct", recs[-k:])),
+                          "kl": mean("kl", recs[-k:]), "accuracy": (res.anchor_accuracy, res.final_accuracy)}
+    return results
+
+
+def steps_to_target(records: list[dict], target: float) -> int | None:
+    """The first step whose held-out accuracy reaches ``target`` (None if none does)."""
+    return next((r["step"] for r in records if r.get("test_accuracy", -1) >= target), None)
+
+
+def stepwise_vs_outcome(*, steps: int = 150, target: float = 0.8, seeds=(0,), eval_every: int = 10,
+                        eval_size: int = 200, prompts_per_step: int = 16, group_size: int = 8, lr: float = 2e-4,
+                        beta: float = 0.02, out: str | Path = "runs/stepwise", progress: bool = False) -> dict:
+    """Train the chain task from its anchor with the outcome reward {"correct": 1} and the stepwise
+    reward {"steps": 1}; return per reward: accuracy curves, final accuracy and steps to ``target``
+    (per seed), and the wall time."""
+    from minigrpo.runs.config import TrainConfig
+    from minigrpo.runs.lm_run import train_lm
+
+    rewards = {"outcome": {"correct": 1.0}, "stepwise": {"steps": 1.0}}
+    results = {}
+    for label, weights in rewards.items():
+        runs = []
+        for seed in seeds:
+            cfg = TrainConfig(task="chain", steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
+                              lr=lr, beta=beta, seed=seed, eval_every=eval_every, eval_size=eval_size, save_every=0,
+                              reward_weights=weights, out=str(out))
+            t0 = time.perf_counter()
+            res = train_lm(cfg, progress=progress)
+            curve = [(r["step"], r["test_accuracy"]) for r in res.metrics if "test_accuracy" in r]
+            runs.append({"seed": seed, "curve": curve, "final_accuracy": res.final_accuracy,
+                         "anchor_accuracy": res.anchor_accuracy, "steps_to_target": steps_to_target(res.metrics, target),
+                         "wall_seconds": time.perf_counter() - t0, "run_dir": str(res.run_dir)})
+        results[label] = runs
+    return {"target": target, "steps": steps, "seeds": list(seeds), "runs": results}
+
+
+def save_json(obj: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str))
+    return path

@@ -1,0 +1,226 @@
+"""The run folder: the one place a training run writes to disk.
+
+::
+
+    runs/train-addition-20261121-101500/
+        config.json          the TrainConfig, as given
+        metrics.jsonl        one JSON object per step (and held-out accuracy every N steps)
+        samples.jsonl        a few prompts with their completions and rewards, every N steps
+        checkpoints/
+            latest           name of the newest complete checkpoint
+            step-000050/     model (save_pretrained: safetensors + config + tokenizer),
+                             trainer_state.pt (optimizer, scheduler, RNG states, β controller), meta.json
+
+Every checkpoint is written to a temporary folder, flushed to disk and renamed into place, and
+``latest`` is replaced atomically after that, so a run killed at any moment leaves its last good
+checkpoint intact. ``meta.json`` is written last and holds the SHA-256 of every other file, so a
+truncated or corrupted file is caught by name before anything is loaded. Weights are safetensors;
+``trainer_state.pt`` holds only tensors and plain numbers and is read back with
+``torch.load(weights_only=True)``. A checkpoint whose weights or optimizer state are not finite is
+refused (``FloatingPointError``), so a run that went NaN never overwrites its last good one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _non_finite(named_tensors) -> str | None:
+    """The name of the first floating-point tensor holding NaN or ±inf, or None."""
+    for name, t in named_tensors:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def _tensors_in(obj, prefix: str = ""):
+    """(name, tensor) for every tensor in a nested dict/list (an optimizer or trainer state)."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors_in(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors_in(v, f"{prefix}[{i}]")
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.ckpt_root = self.path / "checkpoints"
+
+    # --- files written as the run goes -----------------------------------------------------------
+    def create(self, config: dict) -> "RunFolder":
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.path / "config.json", json.dumps(config, indent=2))
+        return self
+
+    def read_config(self) -> dict:
+        f = self.path / "config.json"
+        if not f.exists():
+            raise FileNotFoundError(f"run folder {str(self.path)!r} has no config.json; is it a minigrpo run folder?")
+        return json.loads(f.read_text())
+
+    def append(self, name: str, record: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self, name: str) -> list[dict]:
+        """The records of a .jsonl file. A last line with no newline that does not parse is the record a
+        killed run was writing: it is dropped (the resumed run writes that step again)."""
+        f = self.path / name
+        if not f.exists():
+            return []
+        text = f.read_text()
+        lines = text.splitlines()
+        records = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if i == len(lines) - 1 and not text.endswith("\n"):
+                    break                                   # torn last line
+                raise ValueError(f"{str(f)!r} line {i + 1} is not valid JSON ({e}); the file is corrupted") from e
+        return records
+
+    def truncate(self, name: str, after_step: int) -> None:
+        """Drop the records of steps after ``after_step`` (those a resumed run will write again)."""
+        f = self.path / name
+        if f.exists():
+            keep = [r for r in self.read(name) if r.get("step", 0) <= after_step]
+            _atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in keep))
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self, step: int, model, tokenizer, state: dict, keep: int = 2) -> Path:
+        """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``.
+
+        Raises ``FloatingPointError`` before writing anything if a weight or a state tensor is NaN or
+        ±inf: a run that went non-finite keeps its last good checkpoint."""
+        name = f"step-{step:06d}"
+        bad = _non_finite(list(model.state_dict().items()) + list(_tensors_in(state)))
+        if bad is not None:
+            raise FloatingPointError(f"checkpoint {name} not written: {bad} holds NaN or inf; the last good "
+                                     f"checkpoint ({self._latest_name() or 'none yet'}) is kept")
+        self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        final, tmp = self.ckpt_root / name, self.ckpt_root / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        from minigrpo.lm.models import quiet_transformers
+
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        torch.save(state, tmp / "trainer_state.pt")
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for f in files:                         # on disk before the rename makes the checkpoint visible
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        sha256 = {str(f.relative_to(tmp)): _sha256(f) for f in files}
+        _atomic_write_text(tmp / "meta.json", json.dumps({"step": step, "sha256": sha256}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.ckpt_root)
+        _atomic_write_text(self.ckpt_root / "latest", name)
+        _fsync_dir(self.ckpt_root)
+        done = sorted(p for p in self.ckpt_root.glob("step-*") if p.is_dir())
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _latest_name(self) -> str | None:
+        pointer = self.ckpt_root / "latest"
+        return pointer.read_text().strip() if pointer.exists() else None
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, verified (``verify_checkpoint``); None if there is none."""
+        name = self._latest_name()
+        if name is None:
+            return None
+        ckpt = self.ckpt_root / name
+        if not (ckpt / "meta.json").exists():
+            raise FileNotFoundError(f"checkpoint {str(ckpt)!r} named by {str(self.ckpt_root / 'latest')!r} "
+                                    "is missing or incomplete")
+        self.verify_checkpoint(ckpt)
+        return ckpt
+
+    @staticmethod
+    def verify_checkpoint(ckpt: Path) -> None:
+        """Raise a ValueError naming the first file of ``ckpt`` that is missing, truncated or corrupted.
+
+        Files are checked against the SHA-256 sums in ``meta.json``; a checkpoint from before those
+        sums existed gets its safetensors headers checked instead (which catches truncation)."""
+        ckpt = Path(ckpt)
+        try:
+            meta = json.loads((ckpt / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"checkpoint file {str(ckpt / 'meta.json')!r} could not be read ({e})") from e
+        for rel, digest in meta.get("sha256", {}).items():
+            f = ckpt / rel
+            if not f.exists():
+                raise ValueError(f"checkpoint file {str(f)!r} is missing")
+            if _sha256(f) != digest:
+                raise ValueError(f"checkpoint file {str(f)!r} does not match the SHA-256 recorded when it was "
+                                 "written; it is truncated or corrupted")
+        if "sha256" not in meta:
+            from safetensors import safe_open
+
+            for f in sorted(ckpt.glob("*.safetensors")):
+                try:
+                    with safe_open(str(f), framework="pt"):
+                        pass
+                except Exception as e:
+                    raise ValueError(f"checkpoint file {str(f)!r} could not be read ({type(e).__name__}: {e}); "
+                                     "it may be truncated or corrupted") from e
+
+    @staticmethod
+    def load_state(ckpt: Path) -> dict:
+        f = Path(ckpt) / "trainer_state.pt"
+        try:
+            return torch.load(f, weights_only=True, map_location="cpu")
+        except Exception as e:   # truncated, corrupted, or not a torch file
+            raise ValueError(f"checkpoint file {str(f)!r} could not be read ({type(e).__name__}: {e}); "
+                             "it may be truncated or corrupted") from e
+
+    @staticmethod
+    def step_of(ckpt: Path) -> int:
+        return int(json.loads((Path(ckpt) / "meta.json").read_text())["step"])
