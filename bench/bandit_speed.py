@@ -21,7 +21,9 @@ import time
 
 import torch
 
-from minigrpo.bandit.runner import BanditConfig, run_bandit, sweep_beta
+from minigrpo.bandit.config import BanditConfig
+
+from minigrpo.bandit.runner import run_bandit, sweep_beta
 
 K, G, STEPS, BETA = 10, 16, 2000, 0.1
 MEANS = [0.05 + 0.1 * k for k in range(K)]

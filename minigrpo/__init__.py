@@ -5,7 +5,8 @@ transformers where they are used.
 """
 from minigrpo.core.advantages import (BASELINES, BATCH_MEAN, GROUP_MEAN, GROUP_MEAN_STD, LEAVE_ONE_OUT, NONE, Baseline,
                          LearnedValue, batch_mean, group_mean, group_mean_std, leave_one_out, no_baseline)
-from minigrpo.bandit.runner import BanditConfig, BanditResult, run_bandit, skewed_anchor, sweep_beta
+from minigrpo.bandit.config import BanditConfig, skewed_anchor
+from minigrpo.bandit.runner import BanditResult, run_bandit, sweep_beta
 from minigrpo.core.kl import (ESTIMATORS, K1, K2, K3, AdaptiveBeta, Estimator, FixedBeta, KLInLoss, KLInReward, NoKL, exact_kl,
                  k1, k2, k3, parse_kl)
 from minigrpo.core.loss import (PLAIN, Surrogate, aggregate, clip_fraction, clipped, constant_normaliser, pg_loss, pg_loss_grad,

@@ -15,7 +15,7 @@ def _floats(text: str, name: str) -> list[float]:
 
 def bandit_config_from_args(args):
     """Build a validated BanditConfig from CLI flags (errors name the flag, its value and what is allowed)."""
-    from minigrpo.bandit.runner import BanditConfig
+    from minigrpo.bandit.config import BanditConfig
 
     means = _floats(args.means, "means") if args.means else None
     if args.arms is not None:
@@ -220,7 +220,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minigrpo.bandit.runner import BASELINE_CHOICES
+    from minigrpo.bandit.config import BASELINE_CHOICES
 
     p = argparse.ArgumentParser(prog="minigrpo", description="GRPO written out piece by piece.")
     sub = p.add_subparsers(dest="command", required=True)

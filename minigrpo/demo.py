@@ -23,7 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from minigrpo.bandit.runner import BanditConfig, run_bandit, sweep_beta
+from minigrpo.bandit.config import BanditConfig
+
+from minigrpo.bandit.runner import run_bandit, sweep_beta
 from minigrpo.core.optimum import kl_divergence, reverse_kl_fixed_point
 from minigrpo.core.recipe import PRESETS
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from minigrpo import TabularSoftmaxPolicy, grpo_step, seed_grpo, LeanAdam
-from minigrpo.bandit.runner import BanditConfig, run_bandit, skewed_anchor
+from minigrpo.bandit.config import BanditConfig, skewed_anchor
+from minigrpo.bandit.runner import run_bandit
 
 
 def test_defaults_are_valid_and_anchor_is_skewed():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from minigrpo import kl_divergence, reverse_kl_fixed_point
-from minigrpo.bandit.runner import BanditConfig, sweep_beta
+from minigrpo.bandit.config import BanditConfig
+from minigrpo.bandit.runner import sweep_beta
 
 MEANS = [0.1, 0.3, 0.5, 0.7, 0.9]
 ANCHOR = [0.4, 0.25, 0.15, 0.12, 0.08]   # a non-uniform, "SFT-like" anchor that prefers bad arms

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from minigrpo.bandit.runner import BanditConfig
+from minigrpo.bandit.config import BanditConfig
 from minigrpo.cli import main
 from minigrpo.lm.sft import SFTConfig
 from minigrpo.runs.config import TrainConfig

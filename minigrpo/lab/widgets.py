@@ -15,7 +15,9 @@ from dataclasses import replace
 import ipywidgets as widgets
 from IPython.display import Image, display
 
-from minigrpo.bandit.runner import BASELINE_CHOICES, BanditConfig, BanditResult, run_bandit
+from minigrpo.bandit.config import BASELINE_CHOICES, BanditConfig
+
+from minigrpo.bandit.runner import BanditResult, run_bandit
 from minigrpo.lab.plots import plot_arms, plot_simplex, plot_training
 
 KL_CHOICES = ("reward:k1", "reward:k3", "loss:k3", "loss:k1", "none")

@@ -136,7 +136,7 @@ def _fail_forbidden(forbidden):
                      "such as ['666']")
 
 
-def TaskReward(task: Task, tokenizer, weights: dict[str, float] | None = None, **kwargs):
+def TaskReward(task, tokenizer, weights: dict[str, float] | None = None, **kwargs):
     """The task's programmatic reward (see ``checks.task_reward``): r = Σ weight·component, every
     component logged. Kept here, beside the tasks, as the name the notebooks use."""
     return task_reward(task, tokenizer, weights, **kwargs)
