@@ -3,24 +3,88 @@
     make bench-trl                                   # installs the bench extra (TRL) into .venv, runs all
     python bench/trl_compare.py                      # the same, in an environment that has TRL
     python bench/trl_compare.py --only speed --sizes tiny --precisions fp32
+    python bench/trl_compare.py --only speed --sizes gpt2 --vocab 50257 --new-tokens 128 --group-size 16 --device cuda
     python bench/trl_compare.py --only learning --seeds 0,1,2,3
 
-Speed: for each size × precision, ``minigrpo.runs.speed.compare`` (each run its own process, runs
-alternating A B B A, median s/step after warm-up). Learning: ``minigrpo.runs.speed.learning_parity``
-(mean exact-answer reward over the first 50 steps from the shipped addition anchor, per seed).
+Speed: for each size × precision, ``minigrpo.runs.speed.compare`` with TRL as the peer (each run its
+own process, runs alternating A B B A, median s/step after warm-up); TRL's worker is
+``bench/peer_trl.py``. Learning: ``learning_parity`` below (mean exact-answer reward over the first
+50 steps from the shipped addition anchor, per seed). The TRL peer stays here, outside the package:
+nothing in ``minigrpo`` imports it.
 Prints Markdown tables for bench/RESULTS.md and writes everything to runs/trl-compare.json.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from minigrpo.runs.speed import BenchConfig, compare, device_name, learning_parity, table
+from minigrpo.lm.sft import anchor_dir
+from minigrpo.lm.tasks import AdditionTask
+from minigrpo.runs.speed import (DIGITS, MINIGRPO_WORKER, BenchConfig, compare, device_name, run_isolated, table,
+                                 workload)
+
+PEER_WORKER = (str(Path(__file__).resolve().parent / "peer_trl.py"),)   # python argv of TRL's worker
+WORKERS = {"minigrpo": MINIGRPO_WORKER, "trl": PEER_WORKER}
+
+
+def peer_available(peer: str | None) -> None:
+    """Raise a clear error when the peer's library is not installed."""
+    if peer is None:
+        return
+    if peer not in WORKERS or peer == "minigrpo":
+        raise ValueError(f"peer={peer!r} is not allowed; choose 'trl'")
+    if importlib.util.find_spec("trl") is None:
+        raise ValueError("peer='trl' needs TRL, which is a benchmark-only extra: pip install -e '.[bench]' "
+                         "(or `make bench-trl`, which installs it into .venv)")
+
+
+def learning_parity(seeds=(0, 1, 2, 3), steps: int = 50, peer: str | None = "trl", prompts: int = 16, group_size: int = 8,
+                    lr: float = 2e-4, beta: float = 0.04, threads: int | None = None, equal_length: bool = False,
+                    progress=None) -> dict:
+    """Does speed cost learning? Train from the shipped addition anchor with the exact-answer reward, the
+    same settings in minigrpo and in ``peer`` (completions end at EOS here), ``steps`` steps per seed,
+    and compare the mean reward over those steps. A seed fixes the prompts, the same in both, so the
+    comparison is paired: d_s = mean_minigrpo,s − mean_peer,s. "Within noise" means |mean d| ≤ 2
+    standard errors of mean d. ``equal_length``: prompts of one length only (no left padding)."""
+    say = progress or (lambda msg: None)
+    if peer is not None:
+        peer_available(peer)
+    model_dir = anchor_dir("addition", {})
+    if not (Path(model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"the addition anchor {str(model_dir)!r} is missing; it ships with the repository")
+    T = AdditionTask(DIGITS).max_answer_len + 1
+    impls = ["minigrpo"] + ([peer] if peer else [])
+    per_seed = {i: [] for i in impls}
+    curves = {i: [] for i in impls}
+    for k, seed in enumerate(seeds):
+        cfg = BenchConfig(prompts=prompts, group_size=group_size, new_tokens=T, lr=lr, beta=beta, steps=steps,
+                          warmup=0, rounds=1, threads=threads, seed=seed)
+        work = workload(cfg, model_dir, n_steps=steps, full_length=False, equal_length=equal_length)
+        for impl in (impls if k % 2 == 0 else impls[::-1]):
+            say(f"seed {seed}: {impl}")
+            out = run_isolated(impl, WORKERS[impl], cfg, work)
+            curves[impl].append(out["rewards"])
+            per_seed[impl].append(statistics.fmean(out["rewards"][:steps]))
+    summary = {"seeds": list(seeds), "steps": steps, "prompts": prompts, "group_size": group_size, "lr": lr,
+               "beta": beta, "new_tokens": T, "equal_length": equal_length, "per_seed": per_seed, "curves": curves}
+    for impl in impls:
+        xs = per_seed[impl]
+        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+        summary[impl] = {"mean": statistics.fmean(xs), "sd": sd, "se": sd / math.sqrt(len(xs))}
+    if peer:
+        d = [a - b for a, b in zip(per_seed["minigrpo"], per_seed[peer])]
+        diff = statistics.fmean(d)
+        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        summary.update(difference=diff, difference_se=se, within_noise=bool(abs(diff) <= 2 * se))
+    return summary
 
 TARGETS = {("tiny", "fp32"): "time ≤ 0.5 × TRL", ("gpt2", "fp32"): "≥ 75 % of the fp32 matmul rate",
            ("gpt2", "bf16"): "time ≤ 0.6 × TRL"}
@@ -51,6 +115,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="measured steps per run (default: tiny 8, gpt2 3)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default: tiny 2, gpt2 1)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--prompts", type=int, default=8, help="P prompts per step (default 8)")
+    ap.add_argument("--group-size", type=int, default=8, help="G completions per prompt (default 8)")
+    ap.add_argument("--new-tokens", type=int, default=32, help="T tokens per completion (default 32)")
+    ap.add_argument("--vocab", type=int, default=None, help="pad the vocabulary, e.g. 50257 (GPT-2)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--checkpointing-too", action="store_true",
                     help="also run the gpt2 workloads with gradient checkpointing in both (TRL's default)")
     ap.add_argument("--seeds", default="0,1,2,3")
@@ -59,25 +128,28 @@ def main() -> int:
     args = ap.parse_args()
 
     say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-    report = {"device": device_name("cpu"), "torch": torch.__version__, "speed": [], "learning": None}
+    report = {"device": device_name(args.device), "torch": torch.__version__, "speed": [], "learning": None}
     try:
-        import trl
-
-        report["trl"] = trl.__version__
-    except ImportError:
-        print("TRL is not installed: pip install -e '.[bench]' (or make bench-trl)", file=sys.stderr)
+        peer_available("trl")
+    except ValueError as e:
+        print(f"trl_compare: error: {e}", file=sys.stderr)
         return 2
+    import trl
+
+    report["trl"] = trl.__version__
     if args.only in (None, "speed"):
         jobs = [(size, precision, False) for size in args.sizes.split(",") for precision in args.precisions.split(",")]
         if args.checkpointing_too:
             jobs += [(size, precision, True) for size, precision, _ in jobs if size == "gpt2"]
         for size, precision, checkpointing in jobs:
             cfg = BenchConfig(size=size, precision=precision, rounds=args.rounds, threads=args.threads,
+                              prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
+                              vocab=args.vocab, device=args.device,
                               steps=args.steps or (8 if size == "tiny" else 3),
                               warmup=args.warmup if args.warmup is not None else (2 if size == "tiny" else 1),
                               gradient_checkpointing=checkpointing)
             say(f"speed: {size} {precision}" + (" with gradient checkpointing" if checkpointing else ""))
-            r = compare(cfg, peer="trl", progress=say)
+            r = compare(cfg, peers={"trl": PEER_WORKER}, progress=say)
             r["verdict"] = verdict(r)
             report["speed"].append(r)
         print(f"\n### Speed: minigrpo vs TRL {report['trl']} GRPOTrainer ({report['device']}, torch {report['torch']})\n")

@@ -3,6 +3,9 @@ benchmark harness and its CLI run. Timings themselves are not asserted here (the
 bench/trl_compare.py and bench/RESULTS.md): these machines are shared and noisy."""
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,13 +15,15 @@ from minigrpo.lm.policy import (SHORT_CONTEXT, CausalLMPolicy, KVCacheDecoder, f
 from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2
 from minigrpo.core.optimizer import adamw
 from minigrpo.core.sampling import sample_group
-from minigrpo.runs.speed import (BenchConfig, build_model, learning_parity, matmul_params, model_flops,
-                            run_in_process, summarise, table, workload)
+from minigrpo.runs.speed import (BenchConfig, build_model, matmul_params, model_flops, run_in_process, run_minigrpo,
+                                 summarise, table, workload)
 from minigrpo.lm.tokens import char_tokenizer, encode_prompts
 
 ALPHABET = "0123456789+="
 PROMPTS = ["1+2=", "12+345=", "7="]            # different lengths: left padding in the batch
 HAS_TRL = importlib.util.find_spec("trl") is not None
+BENCH = Path(__file__).resolve().parent.parent / "bench"      # the TRL peer lives outside the package
+sys.path.insert(0, str(BENCH))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +206,7 @@ def test_minigrpo_run_reports_steps_rewards_and_memory(tmp_path):
     """One in-process run of the workload (a smaller model): full-length completions, finite figures."""
     cfg = BenchConfig(prompts=2, group_size=3, new_tokens=5, steps=2, warmup=1, threads=1)
     build_model(cfg, tmp_path)
-    out = run_in_process("minigrpo", cfg, workload(cfg, tmp_path))
+    out = run_in_process(run_minigrpo, cfg, workload(cfg, tmp_path))
     assert len(out["step_seconds"]) == 3 and all(s > 0 for s in out["step_seconds"])
     assert out["completion_lengths"] == [5.0, 5.0, 5.0] and out["peak_rss_mib"] > 50 and out["threads"] == 1
     s = summarise([out, out], cfg, flops=1e9)
@@ -229,14 +234,15 @@ def test_bench_cli_bad_flag_is_one_line(capsys):
 
 
 @pytest.mark.skipif(HAS_TRL, reason="TRL is installed here")
-def test_peer_without_trl_says_how_to_install_it(capsys):
-    from minigrpo.cli import main
-
-    assert main(["bench", "--peer", "trl", "--json"]) == 2
-    assert "pip install -e '.[bench]'" in capsys.readouterr().err
+def test_peer_without_trl_says_how_to_install_it():
+    proc = subprocess.run([sys.executable, str(BENCH / "trl_compare.py"), "--only", "speed"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2 and "pip install -e '.[bench]'" in proc.stderr
 
 
 def test_learning_parity_runs_minigrpo_alone():
+    from trl_compare import learning_parity
+
     res = learning_parity(seeds=(0,), steps=2, peer=None, prompts=2, group_size=2, threads=1)
     assert len(res["curves"]["minigrpo"][0]) == 2 and 0 <= res["minigrpo"]["mean"] <= 1
 
@@ -245,5 +251,7 @@ def test_learning_parity_runs_minigrpo_alone():
 def test_trl_peer_runs_the_same_workload(tmp_path):
     cfg = BenchConfig(prompts=2, group_size=2, new_tokens=4, steps=1, warmup=1, threads=1)
     build_model(cfg, tmp_path)
-    out = run_in_process("trl", cfg, workload(cfg, tmp_path))
+    from peer_trl import run_trl
+
+    out = run_in_process(run_trl, cfg, workload(cfg, tmp_path))
     assert len(out["step_seconds"]) == 2 and out["completion_lengths"] == [4.0, 4.0]

@@ -1,4 +1,7 @@
-"""Speed: time one fixed GRPO workload through minigrpo, and through a peer (TRL's GRPOTrainer).
+"""Speed: time one fixed GRPO workload through minigrpo (``minigrpo bench``), each run in its own process.
+
+Peers (TRL's GRPOTrainer) live outside the package, in ``bench/``: a peer is a worker script that
+reads the same workload from stdin (``worker_main``), and ``compare`` alternates it with minigrpo.
 
 The workload (the same for every implementation)
 -------------------------------------------------
@@ -27,7 +30,6 @@ with the machine's matrix-multiply rate measured in the same run (``matmul_rate`
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import statistics
@@ -45,8 +47,7 @@ from minigrpo.core.validate import is_int, is_real, refuse
 SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4},
          "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12}}
 PRECISIONS = ("fp32", "bf16")
-PEERS = ("trl",)
-IMPLS = ("minigrpo",) + PEERS
+MINIGRPO_WORKER = ("-m", "minigrpo.runs.speed")   # python argv of minigrpo's worker process
 DIGITS = 2                       # addition prompts "ab+cd=": 6 characters
 
 
@@ -249,59 +250,41 @@ def run_minigrpo(cfg: BenchConfig, work: Workload) -> dict:
 
 
 # --- one run in its own process ------------------------------------------------------------------------------
-def run_in_process(impl: str, cfg: BenchConfig, work: Workload) -> dict:
-    """Run ``impl`` here (the worker side of ``run_isolated``) and add this process's figures."""
+def run_in_process(run, cfg: BenchConfig, work: Workload) -> dict:
+    """Run ``run(cfg, work)`` here (the worker side of ``run_isolated``) and add this process's figures."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if impl == "minigrpo":
-        out = run_minigrpo(cfg, work)
-    elif impl == "trl":
-        from minigrpo.runs.peer_trl import run_trl
-
-        out = run_trl(cfg, work)
-    else:
-        raise ValueError(f"impl={impl!r} is not allowed; choose one of {IMPLS}")
-    out.update(impl=impl, threads=torch.get_num_threads(), peak_rss_mib=peak_rss_mib(),
-               peak_device_mib=peak_device_mib(cfg.device))
+    out = run(cfg, work)
+    out.update(threads=torch.get_num_threads(), peak_rss_mib=peak_rss_mib(), peak_device_mib=peak_device_mib(cfg.device))
     return out
 
 
-def run_isolated(impl: str, cfg: BenchConfig, work: Workload, timeout: float | None = None) -> dict:
-    """Run ``impl`` in a fresh Python process (``python -m minigrpo.runs.speed``) and return its JSON result."""
-    payload = json.dumps({"impl": impl, "config": asdict(cfg), "workload": asdict(work)})
+def run_isolated(name: str, worker: tuple, cfg: BenchConfig, work: Workload, timeout: float | None = None) -> dict:
+    """Run one implementation in a fresh Python process (``python *worker``, e.g. ``MINIGRPO_WORKER``)
+    that reads the workload as JSON on stdin and prints its result as one JSON line."""
+    payload = json.dumps({"config": asdict(cfg), "workload": asdict(work)})
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     if cfg.threads is not None:
         env["OMP_NUM_THREADS"] = str(cfg.threads)
-    proc = subprocess.run([sys.executable, "-m", "minigrpo.runs.speed"], input=payload, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    proc = subprocess.run([sys.executable, *worker], input=payload, capture_output=True, text=True, env=env,
+                          timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"the {impl} benchmark run failed (exit code {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1])
+        raise RuntimeError(f"the {name} benchmark run failed (exit code {proc.returncode}):\n{tail}")
+    return {**json.loads(lines[-1]), "impl": name}
 
 
-def _worker() -> int:
+def worker_main(run) -> int:
+    """The body of a worker process: the workload from stdin, ``run(cfg, work)``, one JSON line out."""
     req = json.loads(sys.stdin.read())
-    cfg = BenchConfig(**req["config"])
-    work = Workload(**req["workload"])
-    print(json.dumps(run_in_process(req["impl"], cfg, work)), flush=True)
+    out = run_in_process(run, BenchConfig(**req["config"]), Workload(**req["workload"]))
+    print(json.dumps(out), flush=True)
     return 0
 
 
 # --- the comparison ---------------------------------------------------------------------------------------
-def peer_available(peer: str) -> None:
-    """Raise a clear error when the peer's library is not installed."""
-    if peer not in PEERS:
-        raise ValueError(f"peer={peer!r} is not allowed; choose one of {PEERS}")
-    import importlib.util
-
-    if importlib.util.find_spec("trl") is None:
-        raise ValueError("peer='trl' needs TRL, which is a benchmark-only extra: pip install -e '.[bench]' "
-                         "(or `make bench-trl`, which installs it into .venv)")
-
-
 def summarise(runs: list[dict], cfg: BenchConfig, flops: float) -> dict:
     """Median s/step over the measured steps of all runs, tokens/s, peak memory (the worst run)."""
     measured = [s for r in runs for s in r["step_seconds"][cfg.warmup:]]
@@ -317,15 +300,15 @@ def summarise(runs: list[dict], cfg: BenchConfig, flops: float) -> dict:
     return out
 
 
-def compare(cfg: BenchConfig, peer: str | None = None, progress=None) -> dict:
-    """Build the workload, measure the matmul rate, run minigrpo (and ``peer``) ``cfg.rounds`` times each,
-    alternating, and summarise. ``progress(msg)`` hears what is running."""
+def compare(cfg: BenchConfig, peers: dict[str, tuple] | None = None, progress=None) -> dict:
+    """Build the workload, measure the matmul rate, run minigrpo (and each peer: name → worker argv)
+    ``cfg.rounds`` times each, alternating, and summarise. ``progress(msg)`` hears what is running.
+    With one peer the result also holds ``speedup`` (peer s/step ÷ ours), ``time_ratio`` and ``memory_ratio``."""
     say = progress or (lambda msg: None)
-    if peer is not None:
-        peer_available(peer)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={cfg.device!r} but torch sees no CUDA GPU here; use device='cpu'")
-    impls = ["minigrpo"] + ([peer] if peer else [])
+    workers = {"minigrpo": MINIGRPO_WORKER, **(peers or {})}
+    impls = list(workers)
     with tempfile.TemporaryDirectory(prefix="minigrpo-bench-") as tmp:
         say(f"building the {cfg.size} model")
         model_dir = build_model(cfg, tmp)
@@ -335,73 +318,31 @@ def compare(cfg: BenchConfig, peer: str | None = None, progress=None) -> dict:
         mc = AutoConfig.from_pretrained(model_dir)
         runs = {i: [] for i in impls}
         for r in range(cfg.rounds):
-            order = impls if r % 2 == 0 else impls[::-1]
-            for impl in order:
+            for impl in (impls if r % 2 == 0 else impls[::-1]):
                 say(f"round {r + 1}/{cfg.rounds}: {impl}")
-                runs[impl].append(run_isolated(impl, cfg, work))
+                runs[impl].append(run_isolated(impl, workers[impl], cfg, work))
     threads = cfg.threads or torch.get_num_threads()
     with _threads(threads):
         rate = matmul_rate(cfg.precision, device=cfg.device)
     L = runs["minigrpo"][0]["prompt_tokens"]
     flops = model_flops(mc.n_layer, mc.n_embd, mc.vocab_size, cfg.prompts, cfg.group_size, L, cfg.new_tokens)
+    peer = impls[1] if len(impls) == 2 else None
     result = {"config": asdict(cfg), "device": device_name(cfg.device), "torch": torch.__version__,
               "model_params": _param_count(mc), "prompt_tokens": L, "gflop_per_step": flops / 1e9,
               "matmul_gflops": rate, "peer": peer}
-    ours = summarise(runs["minigrpo"], cfg, flops)
-    ours["matmul_fraction"] = ours["effective_gflops"] / rate
-    result.update(ours)
-    if peer:
-        theirs = summarise(runs[peer], cfg, flops)
-        theirs["matmul_fraction"] = theirs["effective_gflops"] / rate
-        result[peer] = theirs
-        result["speedup"] = theirs["s_per_step"] / ours["s_per_step"]
-        result["time_ratio"] = ours["s_per_step"] / theirs["s_per_step"]
-        result["memory_ratio"] = ours["peak_rss_mib"] / theirs["peak_rss_mib"]
-    return result
-
-
-def learning_parity(seeds=(0, 1, 2, 3), steps: int = 50, peer: str = "trl", prompts: int = 16, group_size: int = 8,
-                    lr: float = 2e-4, beta: float = 0.04, threads: int | None = None, equal_length: bool = False,
-                    progress=None) -> dict:
-    """Does speed cost learning? Train from the shipped addition anchor with the exact-answer reward, the
-    same settings in minigrpo and in ``peer`` (completions end at EOS here), ``steps`` steps per seed,
-    and compare the mean reward over those steps. A seed fixes the prompts, the same in both, so the
-    comparison is paired: d_s = mean_minigrpo,s − mean_peer,s. "Within noise" means |mean d| ≤ 2
-    standard errors of mean d. ``equal_length``: prompts of one length only (no left padding)."""
-    from minigrpo.lm.sft import anchor_dir
-    from minigrpo.lm.tasks import AdditionTask
-
-    say = progress or (lambda msg: None)
-    if peer is not None:
-        peer_available(peer)
-    model_dir = anchor_dir("addition", {})
-    if not (Path(model_dir) / "config.json").exists():
-        raise FileNotFoundError(f"the addition anchor {str(model_dir)!r} is missing; it ships with the repository")
-    T = AdditionTask(DIGITS).max_answer_len + 1
-    impls = ["minigrpo"] + ([peer] if peer else [])
-    per_seed = {i: [] for i in impls}
-    curves = {i: [] for i in impls}
-    for k, seed in enumerate(seeds):
-        cfg = BenchConfig(prompts=prompts, group_size=group_size, new_tokens=T, lr=lr, beta=beta, steps=steps,
-                          warmup=0, rounds=1, threads=threads, seed=seed)
-        work = workload(cfg, model_dir, n_steps=steps, full_length=False, equal_length=equal_length)
-        for impl in (impls if k % 2 == 0 else impls[::-1]):
-            say(f"seed {seed}: {impl}")
-            out = run_isolated(impl, cfg, work)
-            curves[impl].append(out["rewards"])
-            per_seed[impl].append(statistics.fmean(out["rewards"][:steps]))
-    summary = {"seeds": list(seeds), "steps": steps, "prompts": prompts, "group_size": group_size, "lr": lr,
-               "beta": beta, "new_tokens": T, "equal_length": equal_length, "per_seed": per_seed, "curves": curves}
     for impl in impls:
-        xs = per_seed[impl]
-        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-        summary[impl] = {"mean": statistics.fmean(xs), "sd": sd, "se": sd / math.sqrt(len(xs))}
+        fig = summarise(runs[impl], cfg, flops)
+        fig["matmul_fraction"] = fig["effective_gflops"] / rate
+        if impl == "minigrpo":
+            result.update(fig)
+        else:
+            result[impl] = fig
     if peer:
-        d = [a - b for a, b in zip(per_seed["minigrpo"], per_seed[peer])]
-        diff = statistics.fmean(d)
-        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-        summary.update(difference=diff, difference_se=se, within_noise=bool(abs(diff) <= 2 * se))
-    return summary
+        theirs = result[peer]
+        result["speedup"] = theirs["s_per_step"] / result["s_per_step"]
+        result["time_ratio"] = result["s_per_step"] / theirs["s_per_step"]
+        result["memory_ratio"] = result["peak_rss_mib"] / theirs["peak_rss_mib"]
+    return result
 
 
 def _param_count(mc) -> int:
@@ -456,4 +397,4 @@ def table(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(_worker())
+    sys.exit(worker_main(run_minigrpo))

@@ -1,7 +1,8 @@
 """The peer in the speed benchmark: Hugging Face TRL's ``GRPOTrainer`` on the same workload.
 
-Only ``speed.py`` imports this, and only when ``--peer trl`` is asked for; TRL is a benchmark-only
-extra (``pip install -e '.[bench]'``). The settings mirror ``speed.run_minigrpo``:
+It runs as a worker process of ``minigrpo.runs.speed.compare`` (``python bench/peer_trl.py`` reads the
+workload on stdin, see ``bench/trl_compare.py``); nothing in the package imports it. TRL is a
+benchmark-only extra (``pip install -e '.[bench]'``). The settings mirror ``speed.run_minigrpo``:
 
 =====================================  ==========================================================
 minigrpo                               TRL ``GRPOConfig``
@@ -23,8 +24,11 @@ backward, optimizer, logging).
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
+
+from minigrpo.runs.speed import worker_main
 
 
 def run_trl(cfg, work) -> dict:
@@ -81,3 +85,7 @@ def run_trl(cfg, work) -> dict:
     times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
     return {"step_seconds": times, "rewards": rewards, "completion_lengths": lengths,
             "prompt_tokens": None}
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(run_trl))
