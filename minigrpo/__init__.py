@@ -9,8 +9,8 @@ from minigrpo.bandit.config import BanditConfig, skewed_anchor
 from minigrpo.bandit.runner import BanditResult, run_bandit, sweep_beta
 from minigrpo.core.kl import (ESTIMATORS, K1, K2, K3, AdaptiveBeta, Estimator, FixedBeta, KLInLoss, KLInReward, NoKL, exact_kl,
                  k1, k2, k3, parse_kl)
-from minigrpo.core.loss import (PLAIN, Surrogate, aggregate, clip_fraction, clipped, constant_normaliser, pg_loss, pg_loss_grad,
-                   seq_mean_token_mean, token_mean)
+from minigrpo.core.loss import (PLAIN, AutogradGradient, Surrogate, aggregate, clip_fraction, clipped, constant_normaliser,
+                   pg_loss, pg_loss_grad, seq_mean_token_mean, token_mean)
 from minigrpo.core.masks import masked_mean, masked_sum
 from minigrpo.core.optimizer import LeanAdam
 from minigrpo.core.optimum import (expected_reward, kl_divergence, objective, optimal_policy, reverse_kl_fixed_point,
@@ -19,7 +19,9 @@ from minigrpo.bandit.policies import AutogradPolicy, MLPPolicy, TabularSoftmaxPo
 from minigrpo.core.recipe import PRESETS, Recipe, deepseek_grpo, dr_grpo, preset, rloo, seed_grpo
 from minigrpo.bandit.arms import ArmRewards
 from minigrpo.core.scored import check_rewards
-from minigrpo.core.sampling import Rollout, sample_categorical, sample_group
+from minigrpo.core.protocols import (Anchor, Decoder, Named, NextTokenPolicy, Policy, Reward, RewardComponent,
+                                     RolloutReward, Sampler, TextReward, require)
+from minigrpo.core.sampling import PrefixDecoding, Rollout, sample_categorical, sample_group
 from minigrpo.core.step import Step, grpo_step, train
 
 __version__ = "0.1.0"

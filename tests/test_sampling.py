@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from minigrpo.bandit.policies import MLPPolicy, TabularSoftmaxPolicy
-from minigrpo.core.sampling import sample_categorical, sample_group
+from minigrpo.core.sampling import PrefixDecoding, sample_categorical, sample_group
 
 EOS, PAD = 2, 9
 
 
-class ToyLM:
+class ToyLM(PrefixDecoding):
     """A 3-token autoregressive policy (EOS = 2) whose next-token distribution depends on the prompt,
     the previous token and the position: logits = base[x] + 1.5·onehot(prev) + [0, 0, 0.6·t]."""
 

@@ -24,7 +24,7 @@ NOISE_DRAWS = {"bernoulli": bernoulli_draw, "gaussian": gaussian_draw, "none": n
 
 
 class ArmRewards:
-    """Bandit rewards: r(x, y) drawn around the arm mean μ[x, y].
+    """Bandit rewards: r(x, y) drawn around the arm mean μ[x, y] (a ``protocols.Reward``, ``Named``).
 
     ``noise`` is 'bernoulli' (r ∈ {0, 1}, P(r = 1) = μ), 'gaussian' (r ~ N(μ, σ²)) or 'none'
     (r = μ exactly). The mean μ is what π* uses: noise changes the variance, not the optimum.

@@ -1,8 +1,9 @@
 """Policies: anything that gives next-token logits and per-token log-probs in the P × G × T layout.
 
-A policy implements
+Each policy here is a ``protocols.Policy`` and a ``protocols.NextTokenPolicy``:
 
-* ``next_token_logp(prompts, prefix)``: prefix (P, G, t) → next-token log-probs (P, G, V), used by sampling;
+* ``next_token_logp(prompts, prefix)``: prefix (P, G, t) → next-token log-probs (P, G, V); sampling
+  reaches it through ``decoder`` and ``sampling_context``, inherited from ``sampling.PrefixDecoding``;
 * ``log_probs(prompts, completions)``: completions (P, G, T) → log π(y_t | x, y_<t), (P, G, T);
 * ``accumulate_grad(prompts, completions, logp, psi)``: add Σ ψ·∂logp/∂θ to each parameter's
   ``.grad``, where ψ = ∂L/∂logp comes from the loss (see ``loss.py``).
@@ -18,16 +19,16 @@ import copy
 import torch
 from torch import Tensor, nn
 
-
-class AutogradPolicy(nn.Module):
-    """Base for neural policies: the parameter gradient comes from autograd."""
-
-    def accumulate_grad(self, prompts, completions, logp: Tensor, psi: Tensor) -> None:
-        """∂L/∂θ += Σ_{p,g,t} ψ_{p,g,t} · ∂logp_{p,g,t}/∂θ (``logp`` must carry a graph)."""
-        logp.backward(psi)
+from minigrpo.core.loss import AutogradGradient
+from minigrpo.core.sampling import PrefixDecoding
 
 
-class TabularSoftmaxPolicy(nn.Module):
+class AutogradPolicy(PrefixDecoding, AutogradGradient, nn.Module):
+    """Base for neural bandit policies: sampling through ``next_token_logp`` (``PrefixDecoding``), the
+    parameter gradient from autograd (``AutogradGradient``: ``logp.backward(psi)``)."""
+
+
+class TabularSoftmaxPolicy(PrefixDecoding, nn.Module):
     """π(y | x) = softmax(θ_x)_y: one row of logits θ_x ∈ R^V per prompt id x.
 
     A K-armed bandit is one row (prompt id 0) over V = K arms. Several rows serve a contextual
@@ -46,6 +47,7 @@ class TabularSoftmaxPolicy(nn.Module):
         if theta.shape != (n_rows, n_actions):
             raise ValueError(f"TabularSoftmaxPolicy: logits shape {tuple(theta.shape)} != (n_rows, n_actions) = {(n_rows, n_actions)}")
         self.theta = nn.Parameter(theta)
+        self._table, self._table_version = None, None      # log softmax(θ) and the θ it was computed from
 
     @classmethod
     def from_probs(cls, probs, n_rows: int = 1, trainable: bool = True) -> "TabularSoftmaxPolicy":
@@ -62,7 +64,7 @@ class TabularSoftmaxPolicy(nn.Module):
         step all read the same table."""
         theta = self.theta
         version = (theta.data_ptr(), theta._version, theta.dtype)   # copies and .double() get new keys
-        if getattr(self, "_table_version", None) != version:
+        if self._table_version != version:
             with torch.no_grad():
                 self._table = torch.log_softmax(self.theta, dim=-1)
             self._table_version = version

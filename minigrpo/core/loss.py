@@ -164,3 +164,15 @@ def constant_normaliser(max_tokens: int | None = None) -> Callable[[Tensor], Ten
 def aggregate(x: Tensor, W: Tensor) -> Tensor:
     """L = Σ W·x (padding has W = 0 and never contributes, even if x is inf there)."""
     return torch.where(W != 0, W * x, torch.zeros((), dtype=x.dtype)).sum()
+
+
+# --- from ψ to the parameters --------------------------------------------------------------------
+
+class AutogradGradient:
+    """Mixin that gives a neural policy its ``accumulate_grad`` (``protocols.Policy``) by autograd:
+    ∂L/∂θ = Σ ψ·∂logp/∂θ is the vector-Jacobian product ``logp.backward(ψ)`` through the graph
+    ``log_probs`` built. (The tabular bandit policy writes the same sum in closed form instead.)"""
+
+    def accumulate_grad(self, prompts: Tensor, completions: Tensor, logp: Tensor, psi: Tensor) -> None:
+        """∂L/∂θ += Σ_{p,g,t} ψ_{p,g,t} · ∂logp_{p,g,t}/∂θ (``logp`` must carry a graph)."""
+        logp.backward(psi)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from minigrpo.core.protocols import Decoder, NextTokenPolicy, Sampler, require
 from minigrpo.core.validate import is_int
 
 
@@ -87,7 +88,7 @@ class PrefixDecoder:
     """The plain decoding loop, no cache: each step asks ``policy.next_token_logp(prompts, prefix)``
     for the next-token log-probs given the whole prefix (P, G, t). Bandits and small policies use it."""
 
-    def __init__(self, policy, prompts: Tensor, G: int):
+    def __init__(self, policy: NextTokenPolicy, prompts: Tensor, G: int):
         self.policy, self.prompts = policy, prompts
         self.prefix = torch.empty(prompts.shape[0], G, 0, dtype=torch.long)
 
@@ -98,25 +99,38 @@ class PrefixDecoder:
         return self.policy.next_token_logp(self.prompts, self.prefix)
 
 
+class PrefixDecoding:
+    """Mixin that makes a ``NextTokenPolicy`` a ``Sampler`` (see ``protocols.py``): its decoder is a
+    ``PrefixDecoder`` over ``next_token_logp``, and sampling holds no context open. Every bandit
+    policy inherits it; a language model writes both itself (a key/value cache, an autocast region)."""
+
+    def decoder(self, prompts: Tensor, G: int, max_new_tokens: int) -> PrefixDecoder:
+        return PrefixDecoder(self, prompts, G)
+
+    def sampling_context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eos_id: int | None = None,
+def sample_group(policy: Sampler, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eos_id: int | None = None,
                  pad_id: int = 0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None) -> Rollout:
     """Sample G completions per prompt, token by token, from the policy's next-token distribution.
 
-    The policy supplies a decoder: ``policy.decoder(prompts, G, max_new_tokens)`` when it has one
-    (a language model keeps its KV cache there), else a ``PrefixDecoder`` over
-    ``policy.next_token_logp``. ``decoder.step(y)`` feeds the tokens just drawn and returns
-    next-token log-probs (P, G, V); this loop does the rest, the same for a bandit and for GPT-2:
-    temperature → top-k → top-p → draw → record log-prob → stop when every completion has ended.
+    The policy is a ``protocols.Sampler``: it supplies a decoder, ``policy.decoder(prompts, G,
+    max_new_tokens)`` (a language model keeps its KV cache there; a bandit policy inherits a
+    ``PrefixDecoder`` over its ``next_token_logp`` from ``PrefixDecoding``). ``decoder.step(y)`` feeds
+    the tokens just drawn and returns next-token log-probs (P, G, V); this loop does the rest, the
+    same for a bandit and for GPT-2: temperature → top-k → top-p → draw → record log-prob → stop when
+    every completion has ended.
 
     ``logp`` is recorded under the distribution actually sampled, which is what importance ratios
     need. After a completion emits ``eos_id`` its later positions hold ``pad_id`` with mask False
     and logp 0 (the EOS itself is a trained token, mask True).
 
-    A policy may offer ``sampling_context()``, a context held open around the whole loop (a
-    language model in bf16 opens one autocast region there, so its weights are cast once per
-    rollout instead of once per token).
+    ``policy.sampling_context()`` is held open around the whole loop (a language model in bf16 opens
+    one autocast region there, so its weights are cast once per rollout instead of once per token).
+    A policy that is not a ``Sampler`` is refused with a ``TypeError`` naming what it lacks.
     """
     if not (is_int(G) and G >= 1):
         raise ValueError(f"sample_group: G={G!r} must be an integer ≥ 1")
@@ -129,9 +143,14 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample_group: top_p={top_p!r} must be in (0, 1], or None for no top-p")
     T = max_new_tokens
-    context = getattr(policy, "sampling_context", None)     # e.g. one autocast region for the whole loop
-    with context() if context is not None else contextlib.nullcontext():
-        tokens, logps = _decode(policy, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator)
+    try:
+        context, make_decoder = policy.sampling_context, policy.decoder
+    except AttributeError:               # not a Sampler: say what is missing (a correct policy pays nothing)
+        require(policy, Sampler, "sample_group: policy")
+        raise
+    with context():                      # e.g. one autocast region for the whole loop
+        decoder = make_decoder(prompts, G, T)
+        tokens, logps = _decode(decoder, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator)
     if len(tokens) == 1:                                                # a one-token completion (bandit)
         completions, logp = tokens[0][..., None], logps[0][..., None]   # (P, G, 1)
     else:
@@ -151,11 +170,9 @@ def sample_group(policy, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eo
     return Rollout(prompts, completions, logp, mask, logp_is_policy=plain)
 
 
-def _decode(policy, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator):
+def _decode(decoder: Decoder, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator):
     """The token loop of ``sample_group``: lists of the T' ≤ T drawn tokens (P, G) and their log-probs."""
     P = prompts.shape[0]
-    make = getattr(policy, "decoder", None)
-    decoder = make(prompts, G, T) if make is not None else PrefixDecoder(policy, prompts, G)
     tokens, logps = [], []
     ended = None
     y = None

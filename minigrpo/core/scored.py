@@ -1,7 +1,7 @@
 """Rewards: the contract every reward meets, and the checks the trainer applies to it.
 
 A reward is any callable ``reward_fn(prompts, completions) -> r`` with r of shape (P, G) — a bandit's
-arm draw, or a tensor function of token ids. A reward made of named parts returns
+arm draw, or a tensor function of token ids (``protocols.Reward``). A reward made of named parts returns
 ``Scored(r, components, …)`` so every part is logged, may mark completions it cannot judge (None:
 left out of the baseline, not scored as 0), and may attach per-step rewards (``StepRewards``).
 Text-level rewards — plain ``f(prompt, completion)`` functions, programmatic checks, reward models,
@@ -13,9 +13,13 @@ count, the wrong shape, or NaN/inf fails loudly and by name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import BuiltinFunctionType, FunctionType, MethodType
 
 import torch
+from einops import rearrange
 from torch import Tensor
+
+from minigrpo.core.protocols import Named, RolloutReward
 
 
 @dataclass
@@ -83,15 +87,23 @@ class Scored:
 
 
 def reward_name(reward_fn) -> str:
+    """How messages name a reward: a string as is, a reward object's ``name`` (``protocols.Named``), a
+    function's ``__name__``, else its class name; "reward" when there is none."""
+    if reward_fn is None:
+        return "reward"
     if isinstance(reward_fn, str):
         return reward_fn
-    return getattr(reward_fn, "name", None) or getattr(reward_fn, "__name__", None) or type(reward_fn).__name__
+    if isinstance(reward_fn, Named) and reward_fn.name:
+        return reward_fn.name
+    if isinstance(reward_fn, (FunctionType, BuiltinFunctionType, MethodType)):
+        return reward_fn.__name__
+    return type(reward_fn).__name__
 
 
 def call_reward(reward_fn, prompts: Tensor, rollout) -> object:
     """Call a reward: ``reward_fn(prompts, completions)``, or with ``rollout=`` too when the reward
-    says it reads the rollout (``takes_rollout = True``, as ``compose.RewardSet`` does)."""
-    if getattr(reward_fn, "takes_rollout", False):
+    reads the rollout (a ``protocols.RolloutReward``, as ``compose.RewardSet`` is)."""
+    if isinstance(reward_fn, RolloutReward):
         return reward_fn(prompts, rollout.completions, rollout=rollout)
     return reward_fn(prompts, rollout.completions)
 
@@ -99,9 +111,9 @@ def call_reward(reward_fn, prompts: Tensor, rollout) -> object:
 def check_scored(out, shape: tuple, reward_fn=None, T: int | None = None) -> Scored:
     """A checked ``Scored`` from whatever a reward function returned (a tensor, a list, or ``Scored``).
     Wrong shapes, NaN/inf and malformed steps raise ``ValueError`` naming the reward."""
-    name = reward_name(reward_fn) if reward_fn is not None else "reward"
     if not isinstance(out, Scored):
         return Scored(check_rewards(out, shape, reward_fn))
+    name = reward_name(reward_fn)
     comps = {k: check_rewards(v, shape, f"{name}/{k}") for k, v in out.components.items()}
     applicable = {k: _check_mask(v, shape, f"{name}/{k} applicable") for k, v in out.applicable.items()}
     valid = None if out.valid is None else _check_mask(out.valid, shape, f"{name} valid")
@@ -133,26 +145,26 @@ def _check_mask(m, shape, what) -> Tensor:
 
 def check_rewards(r, shape: tuple, reward_fn=None) -> Tensor:
     """Return r as a float tensor of ``shape`` (P, G), or raise naming the reward and the problem."""
-    name = reward_name(reward_fn) if reward_fn is not None else "reward"
     if isinstance(r, (list, tuple)) and any(x is None for x in _flat(r)):
-        raise ValueError(f"reward {name!r} returned None; a reward function that can decline to score a "
-                         f"completion returns Scored(valid=...), or is a component of compose.RewardSet, "
+        raise ValueError(f"reward {reward_name(reward_fn)!r} returned None; a reward function that can decline to "
+                         f"score a completion returns Scored(valid=...), or is a component of compose.RewardSet, "
                          f"which leaves None out of the baseline")
     if not (isinstance(r, Tensor) and r.is_floating_point()):
         try:
             r = torch.as_tensor(r, dtype=torch.get_default_dtype())
         except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"reward {name!r} returned {type(r).__name__}, which is not numbers: {e}") from None
+            raise ValueError(f"reward {reward_name(reward_fn)!r} returned {type(r).__name__}, which is not numbers: "
+                             f"{e}") from None
     if r.shape != shape:
         if r.numel() == shape[0] * shape[1] and r.dim() == 1:
-            r = r.view(shape)   # a flat list of P·G rewards in prompt-major order is accepted
+            r = rearrange(r, "(P G) -> P G", P=shape[0])   # a flat list of P·G rewards in prompt-major order
         else:
-            raise ValueError(f"reward {name!r} returned shape {tuple(r.shape)}; expected (P, G) = {shape} "
-                             f"(one reward per completion)")
+            raise ValueError(f"reward {reward_name(reward_fn)!r} returned shape {tuple(r.shape)}; expected (P, G) = "
+                             f"{shape} (one reward per completion)")
     if not torch.isfinite(r).all():
         bad = (~torch.isfinite(r)).nonzero()[0].tolist()
-        raise ValueError(f"reward {name!r} returned a non-finite value {r[tuple(bad)].item()} at (prompt, "
-                         f"completion) = {tuple(bad)}; rewards must be finite numbers")
+        raise ValueError(f"reward {reward_name(reward_fn)!r} returned a non-finite value {r[tuple(bad)].item()} at "
+                         f"(prompt, completion) = {tuple(bad)}; rewards must be finite numbers")
     return r
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from minigrpo.core.advantages import step_advantages
 from minigrpo.core.kl import K1
 from minigrpo.core.loss import aggregate, clip_fraction
 from minigrpo.core.masks import masked_mean, masked_sum
+from minigrpo.core.protocols import Anchor, Policy, Reward, require
 from minigrpo.core.recipe import Recipe
 from minigrpo.core.scored import Scored, call_reward, check_scored
 from minigrpo.core.sampling import Rollout, sample_group
@@ -104,10 +105,11 @@ def per_token(A: Tensor) -> Tensor:
     return A[..., None] if A.dim() == 2 else A
 
 
-def grpo_step(policy, anchor, prompts: Tensor, reward_fn: Callable, recipe: Recipe, beta, optimizer, G: int, *,
-              generator: torch.Generator | None = None, updates: int = 1, max_grad_norm: float | None = None,
+def grpo_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Reward, recipe: Recipe, beta, optimizer,
+              G: int, *, generator: torch.Generator | None = None, updates: int = 1, max_grad_norm: float | None = None,
               **sampling_kwargs) -> Step:
-    """Run one GRPO step and return what it computed. ``updates`` > 1 reuses the rollout for
+    """Run one GRPO step and return what it computed. What the policy, the anchor and the reward
+    must provide is written down in ``protocols.py``. ``updates`` > 1 reuses the rollout for
     several optimizer steps (where the PPO clip matters); ψ is recomputed each time.
     ``max_grad_norm`` clips ‖∇θ‖ before each update. A non-finite ψ (from the advantages or the
     log-probs), or a non-finite gradient norm, raises ``FloatingPointError`` before the optimizer
@@ -171,10 +173,13 @@ def _to_device(s: Scored, dev) -> Scored:
                   {k: v.to(dev) for k, v in s.applicable.items()}, None if s.valid is None else s.valid.to(dev), steps)
 
 
-def train(policy, anchor, prompts, reward_fn: Callable, recipe: Recipe, beta_ctl, optimizer, G: int, steps: int, *,
-          generator: torch.Generator | None = None, **step_kwargs) -> Iterator[Step]:
+def train(policy: Policy, anchor: Anchor, prompts, reward_fn: Reward, recipe: Recipe, beta_ctl, optimizer, G: int,
+          steps: int, *, generator: torch.Generator | None = None, **step_kwargs) -> Iterator[Step]:
     """Yield one ``Step`` per GRPO step. ``prompts`` is a tensor used every step, or a callable
-    ``prompts(step_index) -> tensor`` (a data loader). ``beta_ctl`` is a FixedBeta or AdaptiveBeta."""
+    ``prompts(step_index) -> tensor`` (a data loader). ``beta_ctl`` is a FixedBeta or AdaptiveBeta.
+    A policy or anchor that lacks a member of its protocol is refused before the first step (``TypeError``)."""
+    require(policy, Policy, "train: policy")     # once per run, not per step: a Protocol isinstance costs ~10 µs
+    require(anchor, Anchor, "train: anchor")
     for t in range(steps):
         batch = prompts(t) if callable(prompts) else prompts
         step = grpo_step(policy, anchor, batch, reward_fn, recipe, beta_ctl.value, optimizer, G,

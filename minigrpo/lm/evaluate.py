@@ -4,15 +4,17 @@ from __future__ import annotations
 import torch
 
 from minigrpo.core.sampling import sample_group
+from minigrpo.lm.policy import AdapterOffAnchor, CausalLMPolicy
 from minigrpo.lm.tasks import Problem, Task
 from minigrpo.lm.tokens import decode_completions, encode_prompts
 
 
 @torch.no_grad()
-def greedy_completions(policy, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 256) -> list[str]:
+def greedy_completions(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, prompts: list[str], max_new_tokens: int,
+                       batch_size: int = 256) -> list[str]:
     """The most likely next token at every step (top-k with k = 1), one completion per prompt."""
     out = []
-    device = policy.device if hasattr(policy, "device") else next(policy.parameters()).device
+    device = policy.device
     for i in range(0, len(prompts), batch_size):
         ids = encode_prompts(tokenizer, prompts[i:i + batch_size]).to(device)                  # (P, L)
         ro = sample_group(policy, ids, 1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
@@ -22,7 +24,8 @@ def greedy_completions(policy, tokenizer, prompts: list[str], max_new_tokens: in
     return out
 
 
-def accuracy(policy, tokenizer, task: Task, problems: list[Problem], max_new_tokens: int) -> float:
+def accuracy(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, task: Task, problems: list[Problem],
+             max_new_tokens: int) -> float:
     """Fraction of ``problems`` whose greedy completion is exactly the answer."""
     texts = greedy_completions(policy, tokenizer, [p.prompt for p in problems], max_new_tokens)
     return sum(t == p.answer for t, p in zip(texts, problems)) / len(problems)

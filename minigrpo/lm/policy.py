@@ -1,13 +1,13 @@
 """A Hugging Face causal LM as a GRPO policy, in the same P × G × T layout as the bandit.
 
-``CausalLMPolicy`` implements the policy protocol of ``policies.py``:
+``CausalLMPolicy`` is a ``core.protocols.Policy``, written for a transformer:
 
 * ``decoder(prompts, G, T)``: a ``KVCacheDecoder`` that runs the prompt once, copies its key/value
   cache G times into a cache preallocated for L + T positions and then feeds one token per step —
   ``sampling.sample_group`` drives it, the same loop that samples a bandit arm;
 * ``log_probs(prompts, completions)``: log π(y_t | x, y_<t) for every completion token, (P, G, T),
   with the prompt run once per prompt here too (with a graph when gradients are on);
-* ``accumulate_grad``: autograd, ``logp.backward(ψ)``.
+* ``accumulate_grad``: autograd, ``logp.backward(ψ)`` (``core.loss.AutogradGradient``).
 
 Why a step is fast, and what each choice saved when profiled, is in docs/performance.md: besides
 the two above, a fused GELU (``fuse_activations``), plain attention on a CPU for short sequences
@@ -28,8 +28,10 @@ import contextlib
 import copy
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from minigrpo.core.loss import AutogradGradient
 
 SHORT_CONTEXT = 512      # "auto" attention on a CPU: plain attention up to this many positions
 
@@ -119,7 +121,7 @@ def is_peft_model(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-class CausalLMPolicy(nn.Module):
+class CausalLMPolicy(AutogradGradient, nn.Module):
     """π_θ(y | x) given by a Hugging Face ``AutoModelForCausalLM`` (GPT-2 family and alike).
 
     ==========================  =================================================================
@@ -244,14 +246,15 @@ class CausalLMPolicy(nn.Module):
         """``log_probs`` from one forward pass over each of the P·G rows prompt + completion."""
         P, G, T = completions.shape
         self.use_attention(prompts.shape[1] + T)
-        pmask = prompt_mask(prompts, self.pad_id).repeat_interleave(G, 0)                 # (P·G, L)
-        ids = torch.cat([prompts.repeat_interleave(G, 0), completions.reshape(P * G, T)], 1)  # (P·G, L+T)
+        pmask = repeat(prompt_mask(prompts, self.pad_id), "P L -> (P G) L", G=G)          # (P·G, L)
+        y = rearrange(completions, "P G T -> (P G) T")                                    # (P·G, T)
+        ids = torch.cat([repeat(prompts, "P L -> (P G) L", G=G), y], 1)                   # (P·G, L+T)
         attn = torch.cat([pmask, pmask.new_ones(P * G, T)], 1)                           # (P·G, L+T)
         with self.autocast():
             out = self.model(input_ids=ids, attention_mask=attn.long(), position_ids=positions(attn),
                              use_cache=False, logits_to_keep=T + 1)
         logits = out.logits[:, :-1]                             # (P·G, T, V): column L−1+t predicts y_t
-        return token_logp(logits, completions.reshape(P * G, T)).view(P, G, T)
+        return rearrange(token_logp(logits, y), "(P G) T -> P G T", P=P)
 
     def prompt_pass(self, prompts: Tensor, G: int, n_new: int):
         """The prompt batch (P, L), once: (model output with its key/value cache and last-position
@@ -261,7 +264,7 @@ class CausalLMPolicy(nn.Module):
         pmask = prompt_mask(prompts, self.pad_id)                                         # (P, L)
         out = self.model(input_ids=prompts, attention_mask=pmask.long(), position_ids=positions(pmask),
                          use_cache=True, logits_to_keep=1)
-        pm = pmask.repeat_interleave(G, 0)                                                # (P·G, L)
+        pm = repeat(pmask, "P L -> (P G) L", G=G)                                         # (P·G, L)
         attn = torch.cat([pm, pm.new_ones(pm.shape[0], n_new)], 1).long()                 # (P·G, L+n_new)
         return out, attn, pm.long().sum(-1, keepdim=True)
 
@@ -273,23 +276,20 @@ class CausalLMPolicy(nn.Module):
         predicts y_{t+1}. The G-fold prompt work saved is L/(L+T) of a full pass."""
         P, G, T = completions.shape
         self.use_attention(prompts.shape[1] + T)
+        y = rearrange(completions, "P G T -> (P G) T")                                    # (P·G, T)
         with self.autocast():
             out, attn, start = self.prompt_pass(prompts, G, T - 1)                        # attn (P·G, L+T−1)
-            first = out.logits[:, -1:].repeat_interleave(G, 0)                            # (P·G, 1, V) → y_1
+            first = repeat(out.logits[:, -1:], "P 1 V -> (P G) 1 V", G=G)                 # (P·G, 1, V) → y_1
             if T == 1:
                 logits = first
             else:
                 cache = out.past_key_values
                 cache.batch_repeat_interleave(G)                                          # (P·G) rows
                 pos = start + torch.arange(T - 1, device=start.device)                    # (P·G, T−1)
-                rest = self.model(input_ids=completions.reshape(P * G, T)[:, :-1], attention_mask=attn,
+                rest = self.model(input_ids=y[:, :-1], attention_mask=attn,
                                   position_ids=pos, past_key_values=cache, use_cache=True)
                 logits = torch.cat([first, rest.logits], 1)                               # (P·G, T, V)
-        return token_logp(logits, completions.reshape(P * G, T)).view(P, G, T)
-
-    def accumulate_grad(self, prompts, completions, logp: Tensor, psi: Tensor) -> None:
-        """∂L/∂θ += Σ ψ·∂logp/∂θ by autograd."""
-        logp.backward(psi)
+        return rearrange(token_logp(logits, y), "(P G) T -> P G T", P=P)
 
     # --- the anchor ---------------------------------------------------------------------------------
     def anchor(self) -> nn.Module:
@@ -335,6 +335,9 @@ class AdapterOffAnchor(nn.Module):
     def decoder(self, prompts: Tensor, G: int, max_new_tokens: int):
         return _AdapterOffDecoder(self._policy[0], prompts, G, max_new_tokens)
 
+    def sampling_context(self):      # nothing held open: each decoder step switches the adapter off itself
+        return contextlib.nullcontext()
+
 
 class _AdapterOffDecoder:
     def __init__(self, policy, prompts, G, T):
@@ -372,8 +375,8 @@ class KVCacheDecoder:
 
         L = self.prompts.shape[1]
         cache = StaticCache(config=self.policy.model.config, max_cache_len=L + self.T)
-        for layer, src in zip(cache.layers, prompt_cache.layers):
-            layer.update(src.keys.repeat_interleave(self.G, 0), src.values.repeat_interleave(self.G, 0))
+        for layer, src in zip(cache.layers, prompt_cache.layers):     # keys, values (P, heads, L, d) → (P·G, …)
+            layer.update(*(repeat(kv, "P h L d -> (P G) h L d", G=self.G) for kv in (src.keys, src.values)))
         return cache
 
     @torch.no_grad()
@@ -384,14 +387,14 @@ class KVCacheDecoder:
             if y is None:                                    # the prompt, once per prompt
                 out, self.mask, self.pos = policy.prompt_pass(self.prompts, G, self.T)     # mask (P·G, L+T)
                 self.cache = self._static_cache(out.past_key_values)
-                logits = out.logits[:, -1].repeat_interleave(G, 0)                            # (P·G, V)
+                logits = repeat(out.logits[:, -1], "P V -> (P G) V", G=G)                     # (P·G, V)
             else:                                            # one new token per completion
                 if self.col >= L + self.T:
                     raise ValueError(f"KVCacheDecoder: more than max_new_tokens={self.T} steps were asked for")
                 col = torch.tensor([self.col], device=self.prompts.device)
-                out = policy.model(input_ids=y.reshape(P * G, 1), attention_mask=self.mask, position_ids=self.pos,
-                                   past_key_values=self.cache, cache_position=col, use_cache=True)
+                out = policy.model(input_ids=rearrange(y, "P G -> (P G) 1"), attention_mask=self.mask, use_cache=True,
+                                   position_ids=self.pos, past_key_values=self.cache, cache_position=col)
                 self.pos = self.pos + 1
                 self.col += 1
                 logits = out.logits[:, -1]                                                    # (P·G, V)
-        return torch.log_softmax(logits.float(), dim=-1).view(P, G, -1)
+        return rearrange(torch.log_softmax(logits.float(), dim=-1), "(P G) V -> P G V", P=P)

@@ -12,12 +12,19 @@ task            prompt → answer             what is hard
 ``addition``    ``"47+85="`` → ``"132"``     carries, read left to right (digits=2 by default)
 ``chain``       ``"7+5-3+8="`` → ``"12,9,17"``  several steps, each a running total
 ==============  ==========================  =================================================
+
+Every task subclasses ``Task``. Two abilities only some tasks have are written down as Protocols, so
+code that needs one asks ``isinstance(task, TaskWithSteps)`` rather than probing for a method:
+``TaskWithSteps`` (a chain of checkable running totals, for step rewards) and
+``TaskWithCarelessAnswers`` (a teacher's plausible slip, for the anchor's SFT data and for wrong
+answers to judge).
 """
 from __future__ import annotations
 
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -36,8 +43,27 @@ def in_test_split(prompt: str, test_fraction: float) -> bool:
     return zlib.crc32(prompt.encode()) < test_fraction * 2 ** 32
 
 
+@runtime_checkable
+class TaskWithSteps(Protocol):
+    """A task whose answer is a chain of steps, each checkable on its own (``checks.step_checks``)."""
+
+    def steps(self, prompt: str) -> list[int]:
+        """The right value of each step of the answer to ``prompt``, in order."""
+        ...
+
+
+@runtime_checkable
+class TaskWithCarelessAnswers(Protocol):
+    """A task with a characteristic wrong answer: what a careless teacher writes (``sft.SFTConfig.careless``)."""
+
+    def careless_answer(self, prompt: str) -> str:
+        """A plausible wrong answer to ``prompt`` (right when the slip does not apply)."""
+        ...
+
+
 class Task:
-    """Base: subclasses define ``alphabet``, ``max_prompt_len``, ``max_answer_len``, ``draw`` and ``solve``."""
+    """Base: subclasses define ``alphabet``, ``max_prompt_len``, ``max_answer_len``, ``draw`` and ``solve``;
+    some also have ``steps`` (``TaskWithSteps``) or ``careless_answer`` (``TaskWithCarelessAnswers``)."""
 
     name = "task"
     answer_pattern = re.compile(r".*")
@@ -224,7 +250,7 @@ def candidate_answers(task, prompt: str, generator: torch.Generator) -> list[str
     r = lambda n: int(torch.randint(0, n, (1,), generator=generator))
     out = [truth, str(v + 10), str(max(v - 10, 0)), str(v + 100), str(r(10 ** len(truth))),
            truth[:-1] or "0", truth + str(r(10)), ""]
-    if hasattr(task, "careless_answer"):
+    if isinstance(task, TaskWithCarelessAnswers):
         out.append(task.careless_answer(prompt))
     return out
 

@@ -10,8 +10,8 @@ component                   value per completion                                
 ``step_checks(task)``       per step: 1 if the step's value is right, else 0 (multi-step tasks) stepwise
 ==========================  =================================================================  ==========
 
-Each is an object with ``score(batch)`` (a ``compose.Completions``) so it can read token counts and
-whether the completion ended, and a ``name``.
+Each is a ``protocols.RewardComponent``, an object with ``score(batch)`` (a ``compose.Completions``) so it
+can read token counts and whether the completion ended, and a ``name`` (``protocols.Named``).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from minigrpo.rewards.compose import Completions
 from minigrpo.core.scored import StepRewards
+from minigrpo.lm.tasks import Task, TaskWithSteps
 
 
 class exact_answer:
@@ -79,9 +80,10 @@ class step_checks:
     step counts as a wrong one (0), placed at the completion's last token. Its reward reaches every
     token up to the step's end (``advantages.step_advantages``)."""
 
-    def __init__(self, task, separators: str = ",", extra: float = -1.0):
-        if not hasattr(task, "steps"):
-            raise ValueError(f"step_checks: task {getattr(task, 'name', task)!r} has no steps(); stepwise "
+    def __init__(self, task: TaskWithSteps, separators: str = ",", extra: float = -1.0):
+        if not isinstance(task, TaskWithSteps):
+            name = task.name if isinstance(task, Task) else task
+            raise ValueError(f"step_checks: task {name!r} has no steps(); stepwise "
                              "checks need a multi-step task such as 'chain'")
         self.task, self.separators, self.extra, self.name = task, separators, float(extra), "steps"
 

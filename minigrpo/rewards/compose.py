@@ -4,10 +4,13 @@ A component is either
 
 * a **plain Python function** ``f(prompt: str, completion: str)`` returning a float, ``None`` (not
   applicable: this component cannot judge this completion), or a list of floats (one per step of the
-  completion, the steps cut at ``step_separators``) — enough to define a reward; or
+  completion, the steps cut at ``step_separators``) — enough to define a reward: a ``protocols.TextReward``; or
 * an object with ``score(batch: Completions)`` returning a (P, G) tensor or list (``None`` entries
   allowed), or ``StepRewards`` — for rewards that read token ids, masks or the rollout, or that
-  batch their work (reward models, LM judges, programmatic checks in ``checks.py``).
+  batch their work (reward models, LM judges, programmatic checks in ``checks.py``): a
+  ``protocols.RewardComponent``.
+
+An object with ``score`` is scored as a batch even when it is also callable.
 
 ``RewardSet`` decodes the rollout once into a ``Completions`` view, calls every component, checks
 what each returned (by name), and combines the outcome components:
@@ -28,11 +31,11 @@ advantages with a group baseline per step).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
 
+from minigrpo.core.protocols import RewardComponent, RolloutReward, TextReward
 from minigrpo.core.scored import Scored, StepRewards
 from minigrpo.core.validate import is_real
 
@@ -140,15 +143,14 @@ COMBINE = {"sum": weighted_sum, "normalised": normalised_sum}
 
 # --- the reward set ---------------------------------------------------------------------------------
 
-class RewardSet:
+class RewardSet(RolloutReward):
     """Named reward components → one reward for ``grpo_step`` (see the module docstring).
 
-    ``components`` maps a name to a component or to ``(component, weight)`` (weight 1 by default).
-    ``combine`` is ``"sum"`` or ``"normalised"``. ``step_separators`` cut a completion into steps for
-    plain functions that return a list.
+    ``components`` maps a name to a component (a ``TextReward`` or a ``RewardComponent``) or to
+    ``(component, weight)`` (weight 1 by default). ``combine`` is ``"sum"`` or ``"normalised"``.
+    ``step_separators`` cut a completion into steps for plain functions that return a list. It reads
+    the rollout (a ``protocols.RolloutReward``): components see it as ``batch.rollout``.
     """
-
-    takes_rollout = True
 
     def __init__(self, tokenizer, components: dict, combine: str = "sum", step_separators: str = ",\n",
                  name: str = "reward_set"):
@@ -164,7 +166,7 @@ class RewardSet:
         self.components, self.weights = {}, {}
         for k, spec in components.items():
             fn, w = spec if isinstance(spec, tuple) else (spec, 1.0)
-            if not (callable(fn) or hasattr(fn, "score")):
+            if not (callable(fn) or isinstance(fn, RewardComponent)):
                 raise ValueError(f"RewardSet: component {k!r} is {fn!r}; give a function f(prompt, completion) "
                                  "or an object with score(batch)")
             if not is_real(w):
@@ -178,7 +180,7 @@ class RewardSet:
         P, G, T = batch.shape
         values, applicable, steps, outcome = {}, {}, [], []
         for k, fn in self.components.items():
-            out = fn.score(batch) if hasattr(fn, "score") else self._per_completion(fn, batch, k)
+            out = fn.score(batch) if isinstance(fn, RewardComponent) else self._per_completion(fn, batch, k)
             if isinstance(out, StepRewards):
                 steps.append(out.scaled(self.weights[k]))
                 values[k], applicable[k] = out.per_completion, out.present.any(-1)
@@ -223,7 +225,7 @@ class RewardSet:
                              "component does not apply")
         return vals.to(torch.get_default_dtype()), ok
 
-    def _per_completion(self, fn: Callable, batch: Completions, k: str):
+    def _per_completion(self, fn: TextReward, batch: Completions, k: str):
         """Call a plain f(prompt, completion) on every completion: (P,G) values with None, or steps."""
         P, G, T = batch.shape
         name = f"{self.name}/{k}"

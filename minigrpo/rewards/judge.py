@@ -20,7 +20,7 @@ from torch import Tensor
 
 
 class LMJudge:
-    """A ``compose.RewardSet`` component: r = Σ_v value_v·p(v | template(prompt, completion))."""
+    """A ``protocols.RewardComponent``: r = Σ_v value_v·p(v | template(prompt, completion))."""
 
     def __init__(self, model, tokenizer, template: str = "{prompt}{completion}?",
                  verdicts: dict[str, float] | None = None, name: str = "judge", batch_size: int = 256):

@@ -120,7 +120,7 @@ def labels_to_pairs(labels: list[Label]) -> list[PreferencePair]:
 
 @dataclass
 class LabelReward:
-    """A ``compose.RewardSet`` component from labels: 1 for good, 0 for bad, None (not applicable) for a
+    """A ``protocols.TextReward`` from labels: 1 for good, 0 for bad, None (not applicable) for a
     completion nobody labelled. With ``stepwise=True`` it returns the step labels instead (a list per
     completion, one value per step), for completions that have them."""
 
