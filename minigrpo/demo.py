@@ -27,7 +27,7 @@ from minigrpo.bandit.config import BanditConfig
 
 from minigrpo.bandit.runner import run_bandit, sweep_beta
 from minigrpo.core.optimum import kl_divergence, reverse_kl_fixed_point
-from minigrpo.core.recipe import PRESETS
+from minigrpo.core.recipe import PRESETS, aggregation_name
 
 
 def _run(cfg: BanditConfig, label: str, bar: tqdm):
@@ -36,14 +36,18 @@ def _run(cfg: BanditConfig, label: str, bar: tqdm):
 
 
 def compare_recipes(base: BanditConfig, bar: tqdm | None = None) -> list[dict]:
-    """Train every preset's (baseline, KL placement) on ``base`` and measure its fixed point."""
+    """Train every preset on ``base`` — its KL placement, baseline, surrogate and aggregation — and
+    measure its fixed point. (On a one-token bandit with one update per rollout the clip never acts,
+    ρ = 1, and every aggregation weighs the completions alike: the presets differ here by their KL
+    placement and baseline.)"""
     rows = []
-    for name, make in PRESETS.items():
-        recipe = make()
-        cfg = replace(base, baseline=recipe.baseline.name, kl=str(recipe.kl))
+    for name in PRESETS:
+        cfg = replace(base, preset=name, kl=None, baseline=None)       # None: the preset's own pieces
+        recipe = cfg.recipe()
         res = _run(cfg, f"recipe {name}", bar) if bar is not None else run_bandit(cfg)
         s = res.summary()
-        row = {"recipe": name, "baseline": cfg.baseline, "kl": cfg.kl, "kl_to_optimum": s["kl_to_optimum"],
+        row = {"recipe": name, "baseline": cfg.baseline, "kl": cfg.kl, "surrogate": str(recipe.surrogate),
+               "aggregation": aggregation_name(recipe.aggregation), "kl_to_optimum": s["kl_to_optimum"],
                "expected_reward": s["expected_reward"], "kl_to_anchor": s["kl_to_anchor"]}
         if cfg.kl.startswith("loss:k3") and cfg.baseline == "group_mean":
             # group-mean advantages scale the PG term by (G−1)/G: the effective β is β·G/(G−1)
@@ -176,15 +180,18 @@ def _report(s: dict) -> str:
         "",
         "## Where each recipe lands (same bandit, same beta)",
         "",
-        "| recipe | baseline | KL | KL(pi || pi*) | expected reward |", "|---|---|---|---|---|",
+        "| recipe | baseline | KL | surrogate | aggregation | KL(pi || pi*) | expected reward |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in s["recipes"]:
         extra = f" (KL to the reverse-KL fixed point: {r['kl_to_reverse_kl_fixed_point']:.1e})" \
             if "kl_to_reverse_kl_fixed_point" in r else ""
-        lines.append(f"| {r['recipe']} | {r['baseline']} | {r['kl']} | {r['kl_to_optimum']:.2e}{extra} | "
-                     f"{r['expected_reward']:.4f} |")
+        lines.append(f"| {r['recipe']} | {r['baseline']} | {r['kl']} | {r['surrogate']} | {r['aggregation']} | "
+                     f"{r['kl_to_optimum']:.2e}{extra} | {r['expected_reward']:.4f} |")
     lines += ["", "KL in the reward reaches pi*; k3 in the loss optimises the reverse KL, KL(anchor || pi), and "
-              "std-scaled advantages re-weight the gradient, so those fixed points differ from pi*.",
+              "std-scaled advantages re-weight the gradient, so those fixed points differ from pi*. Each preset "
+              "runs its own surrogate and aggregation too; on a one-token bandit with one update per rollout "
+              "the clip never acts and every aggregation weighs the completions alike.",
               "", f"beta sweep: {len(s['sweep']['betas'])} runs side by side in {s['sweep']['wall_seconds']:.2f} s "
               "(frontier.png)."]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,9 @@ piece           what it decides                                             modu
 ==============  =========================================================  =====================
 
 Presets are recipes with the pieces their papers use. Change one piece with
-``dataclasses.replace(preset, baseline=LEAVE_ONE_OUT)``.
+``dataclasses.replace(preset, baseline=LEAVE_ONE_OUT)``, or by name with
+``compose("deepseek", kl="reward:k1")`` — the way a config file or a flag says it
+(``preset: deepseek`` then ``kl: reward:k1``): every piece has a name in a registry below.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from minigrpo.core import advantages as adv
-from minigrpo.core.kl import K1, K3, KLInLoss, KLInReward, NoKL
+from minigrpo.core.kl import ESTIMATORS, K1, K3, KLInLoss, KLInReward, NoKL
 from minigrpo.core.loss import PLAIN, Surrogate, clipped, constant_normaliser, seq_mean_token_mean, token_mean
 
 
@@ -33,7 +35,7 @@ class Recipe:
     aggregation: Callable
 
     def describe(self) -> str:
-        agg = getattr(self.aggregation, "__name__", str(self.aggregation)).replace("_weights", "")
+        agg = aggregation_name(self.aggregation)
         return (f"{self.name}: kl={self.kl}, baseline={self.baseline.name}, "
                 f"surrogate={self.surrogate}, aggregation={agg}")
 
@@ -77,4 +79,51 @@ def preset(name: str) -> Recipe:
     return PRESETS[name]()
 
 
-__all__ = ["Recipe", "PRESETS", "preset", "replace", "seed_grpo", "deepseek_grpo", "dr_grpo", "rloo", "dapo_like", "NoKL"]
+# --- every piece by name: what a config file or a flag can say -------------------------------------
+
+KLS = {str(placement): placement for placement in (
+    NoKL(), *(KLInReward(e) for e in ESTIMATORS.values()), *(KLInLoss(e) for e in ESTIMATORS.values()))}
+"""KL placements by name: 'none', 'reward:k1' … 'reward:k3', 'loss:k1' … 'loss:k3'."""
+
+AGGREGATIONS = {"seq_mean_token_mean": seq_mean_token_mean, "token_mean": token_mean,
+                "constant_normaliser": constant_normaliser()}
+"""Aggregations by name (``constant_normaliser`` divides by the rollout's T, as ``dr_grpo()`` does)."""
+
+PIECES = ("kl", "baseline", "clip_eps", "clip_eps_high", "aggregation")
+"""The pieces a config names: the KL placement, the baseline, the clip range [1 − clip_eps,
+1 + clip_eps_high] (both None: the plain surrogate) and the aggregation."""
+
+
+def aggregation_name(aggregation: Callable) -> str:
+    """The registry name of an aggregation (``constant_normaliser(T)`` is "constant_normaliser")."""
+    return getattr(aggregation, "__name__", str(aggregation)).removesuffix("_weights")
+
+
+def pieces(recipe: Recipe) -> dict:
+    """A recipe's pieces by name, as a config holds them (see ``PIECES``)."""
+    return {"kl": str(recipe.kl), "baseline": recipe.baseline.name, "clip_eps": recipe.surrogate.eps_low,
+            "clip_eps_high": recipe.surrogate.eps_high, "aggregation": aggregation_name(recipe.aggregation)}
+
+
+def compose(name: str, **chosen) -> Recipe:
+    """The preset ``name`` with pieces chosen by name; a piece given as None stays the preset's own.
+
+    ``clip_eps`` alone clips symmetrically (``clip_eps_high`` follows it). The recipe is named after
+    the preset when every piece is the preset's, else after the preset and what changed
+    ("deepseek, kl=reward:k1"): a preset's name never labels other pieces.
+    """
+    unknown = sorted(set(chosen) - set(PIECES))
+    if unknown:
+        raise ValueError(f"compose: unknown piece(s) {unknown}; the pieces are {list(PIECES)}")
+    own = pieces(preset(name))
+    given = {k: v for k, v in chosen.items() if v is not None}
+    if "clip_eps" in given and "clip_eps_high" not in given:
+        given["clip_eps_high"] = given["clip_eps"]
+    p = {**own, **given}
+    changed = ", ".join(f"{k}={v}" for k, v in p.items() if v != own[k])
+    return Recipe(f"{name}, {changed}" if changed else name, KLS[p["kl"]], adv.BASELINES[p["baseline"]],
+                  Surrogate(p["clip_eps"], p["clip_eps_high"]), AGGREGATIONS[p["aggregation"]])
+
+
+__all__ = ["Recipe", "PRESETS", "preset", "replace", "seed_grpo", "deepseek_grpo", "dr_grpo", "rloo", "dapo_like", "NoKL",
+           "KLS", "AGGREGATIONS", "PIECES", "aggregation_name", "pieces", "compose"]

@@ -24,9 +24,8 @@ from minigrpo.core.masks import masked_mean
 from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_transformers
 from minigrpo.lm.tasks import Problem, Task, make_task
 from minigrpo.lm.tokens import char_tokenizer, encode_prompts
-from minigrpo.core.validate import is_int, is_real, refuse
+from minigrpo.core.validate import SEED, check_fields, integer, is_int, number, optional, refuse, setting
 from minigrpo.lm.tasks import checked_task
-
 
 
 def _fail(name, value, allowed):
@@ -39,29 +38,20 @@ class SFTConfig:
 
     task: str = "addition"                              # a name in tasks.TASKS
     task_args: dict = field(default_factory=dict)       # e.g. {"digits": 3}
-    steps: int = 1500                                   # optimizer steps
-    batch_size: int = 64                                # problems per step
-    lr: float = 3e-3                                    # peak AdamW learning rate (cosine decay, 5% warm-up)
-    seed: int = 0                                       # model init and problem draws
-    careless: float | None = None                       # fraction of answers written by a careless teacher
-                                                        # (``task.careless_answer``: addition without carries);
-                                                        # None: the task's ``sft_careless`` (0.6 for addition)
+    steps: int = setting(1500, integer(1))              # optimizer steps
+    batch_size: int = setting(64, integer(1))           # problems per step
+    lr: float = setting(3e-3, number(gt=0))             # peak AdamW learning rate (cosine decay, 5% warm-up)
+    seed: int = setting(0, SEED)                        # model init and problem draws
+    # Fraction of answers written by a careless teacher (``task.careless_answer``: addition without carries); None:
+    # the task's ``sft_careless`` (0.6 for addition).
+    careless: float | None = setting(None, optional(number(ge=0, le=1)))
     shape: TinyGPT2 = field(default_factory=TinyGPT2)   # the tiny model's size
 
     def __post_init__(self):
         task = checked_task("SFTConfig", self.task, self.task_args)
+        check_fields(self)
         if self.careless is None:
             self.careless = task.sft_careless
-        for name in ("steps", "batch_size"):
-            v = getattr(self, name)
-            if not (is_int(v) and v >= 1):
-                _fail(name, v, "must be an integer ≥ 1")
-        if not (is_int(self.seed) and 0 <= self.seed < 2 ** 63):
-            _fail("seed", self.seed, "must be an integer from 0 to 2**63 − 1")
-        if not (is_real(self.lr) and self.lr > 0):
-            _fail("lr", self.lr, "must be a finite number > 0")
-        if not (is_real(self.careless) and 0 <= self.careless <= 1):
-            _fail("careless", self.careless, "must be a fraction in [0, 1]")
         if self.careless and not hasattr(task, "careless_answer"):
             _fail("careless", self.careless, f"needs a task with careless answers; task {self.task!r} has none "
                                              "(addition has)")
@@ -127,9 +117,11 @@ def sft(policy, tokenizer, task: Task, cfg: SFTConfig, on_step=None) -> list[flo
 
 def sft_command(cfg: SFTConfig, out) -> str:
     """The `minigrpo sft` command line that rebuilds this anchor."""
-    digits = f" --digits {cfg.task_args['digits']}" if "digits" in cfg.task_args else ""
-    return (f"minigrpo sft --task {cfg.task}{digits} --steps {cfg.steps} --batch-size {cfg.batch_size} --lr {cfg.lr} "
-            f"--careless {cfg.careless} --seed {cfg.seed} --out {out}")
+    task_args = ",".join(f"{k}={v}" for k, v in cfg.task_args.items())
+    default = asdict(TinyGPT2())
+    shape = "".join(f" --shape.{k.replace('_', '-')} {v}" for k, v in asdict(cfg.shape).items() if v != default[k])
+    return (f"minigrpo sft --task {cfg.task}{' --task-args ' + task_args if task_args else ''} --steps {cfg.steps} "
+            f"--batch-size {cfg.batch_size} --lr {cfg.lr} --careless {cfg.careless} --seed {cfg.seed}{shape} --out {out}")
 
 
 def anchor_dir(task: str, task_args: dict | None = None, root: Path | None = None) -> Path:

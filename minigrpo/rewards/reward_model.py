@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from minigrpo.core.validate import SEED, check_fields, integer, number, setting
 from minigrpo.rewards.preferences import PreferencePair
 
 
@@ -158,19 +159,14 @@ class RewardModel:
 class RMTrainConfig:
     """Settings of Bradley–Terry training (validated on construction)."""
 
-    steps: int = 300            # optimizer steps
-    batch_size: int = 64        # pairs per step
-    lr: float = 1e-3            # AdamW learning rate (5% warm-up, then constant)
-    seed: int = 0               # batch order
-    eval_every: int = 50        # held-out pair accuracy every N steps
+    steps: int = setting(300, integer(1))        # optimizer steps
+    batch_size: int = setting(64, integer(1))    # pairs per step
+    lr: float = setting(1e-3, number(gt=0))      # AdamW learning rate (5% warm-up, then constant)
+    seed: int = setting(0, SEED)                 # batch order
+    eval_every: int = setting(50, integer(1))    # held-out pair accuracy every N steps
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"RMTrainConfig.{name}={v!r} is not allowed; must be an integer ≥ 1")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
-            raise ValueError(f"RMTrainConfig.lr={self.lr!r} is not allowed; must be a number > 0")
+        check_fields(self)
 
 
 def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs: list[PreferencePair] | None = None,
@@ -220,7 +216,7 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
 
 
 class RewardModelReward:
-    """A ``compose.RewardSet`` component: r = the reward model's standardised score of (prompt, completion)."""
+    """A ``protocols.RewardComponent``: r = the reward model's standardised score of (prompt, completion)."""
 
     def __init__(self, rm: RewardModel, name: str = "reward_model"):
         self.rm, self.name = rm, name

@@ -1,23 +1,30 @@
-"""``TrainConfig``: every setting of a GRPO run on a language model, declared once.
+"""``TrainConfig``: every setting of a GRPO run on a language model, declared once; and
+``RewardModelJob``, the settings of ``minigrpo reward-model``.
 
-Each field carries its default and its meaning; the command line (``minigrpo train``) and config
-files (YAML/JSON) are derived from these fields, and ``__post_init__`` validates them.
+Each field carries its default, its rule (``core/validate.py``) and its meaning; the command line
+(``minigrpo train``) and config files (YAML/JSON) are derived from these fields, and
+``__post_init__`` checks them: the rules field by field, then the few that relate two fields.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from minigrpo.core.advantages import BASELINES
-from minigrpo.core.kl import AdaptiveBeta, FixedBeta, parse_kl
-from minigrpo.core.loss import PLAIN, clipped
-from minigrpo.core.recipe import Recipe, seed_grpo
-from minigrpo.core.validate import is_int, is_real, refuse
-from minigrpo.lm.tasks import checked_task
+from minigrpo.core.kl import AdaptiveBeta, FixedBeta
+from minigrpo.core.recipe import AGGREGATIONS, KLS, PIECES, PRESETS, Recipe, compose, pieces
+from minigrpo.core.validate import (FLAG, SEED, Rule, check_fields, integer, is_real, number, one_of, optional,
+                                    read_settings, refuse, setting, text)
+from minigrpo.lm.tasks import checked_task, in_test_split, make_task
+from minigrpo.rewards.checks import TASK_COMPONENTS
+from minigrpo.rewards.compose import COMBINE
+from minigrpo.rewards.labels import labels_to_pairs, load_labels
+from minigrpo.rewards.preferences import RATERS, load_preferences, synthetic_preferences
+from minigrpo.rewards.reward_model import RMTrainConfig
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -26,7 +33,9 @@ def _fail(name, value, allowed):
     refuse("TrainConfig", name, value, allowed)
 
 
-def _is_torch_device(name: str) -> bool:
+def _is_torch_device(name) -> bool:
+    if not isinstance(name, str):
+        return False
     try:
         torch.device(name)
         return True
@@ -34,104 +43,106 @@ def _is_torch_device(name: str) -> bool:
         return False
 
 
+def read_settings_file(cls, path: str | Path) -> dict:
+    """The settings in a YAML (.yaml/.yml) or JSON file for config class ``cls``, each read as its
+    field's declared type — YAML reads ``lr: 1e-3`` as the text "1e-3"; here it is the number
+    0.001. An unknown name, or a value that does not read, is an error naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
+    return read_settings(cls, data, where=f"config file {str(path)!r}: ")
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of an LM GRPO run (defaulted, validated on construction; also a YAML/JSON file)."""
+    """Every setting of an LM GRPO run (defaulted, validated on construction; also a YAML/JSON file).
+
+    ``preset`` names a recipe of ``core/recipe.py``; each piece left None (``kl``, ``baseline``,
+    ``clip_eps``, ``clip_eps_high``, ``aggregation``) is filled in from it on construction, so the
+    config — and a run's saved config.json — says exactly what runs. (To switch the preset of an
+    existing config, set the pieces back to None: ``replace(cfg, preset="rloo", **dict.fromkeys(PIECES))``.)
+    """
 
     task: str = "addition"                 # a name in tasks.TASKS
     task_args: dict = field(default_factory=dict)   # e.g. {"digits": 3}
-    model: str = "tiny"                    # "tiny": the task's shipped SFT anchor; or a save_pretrained folder / hub id
-    beta: float = 0.02                     # KL coefficient β (initial β when kl_target is set)
-    kl_target: float | None = None         # adapt β toward this KL per completion (Ziegler et al.); None: fixed β
-    kl_horizon: float = 10_000.0           # the adaptive β's horizon in samples: smaller reacts faster
-    kl: str = "reward:k1"                  # KL placement: reward:k1|k2|k3, loss:k1|k2|k3, none
-    baseline: str = "group_mean"           # one of advantages.BASELINES
-    group_size: int = 8                    # G completions per prompt
-    prompts_per_step: int = 16             # P prompts per step
-    lr: float = 2e-4                       # AdamW learning rate (after a short warm-up)
-    warmup_steps: int = 10                 # linear learning-rate warm-up
-    steps: int = 200                       # GRPO steps
-    updates: int = 1                       # optimizer updates per rollout (> 1 is where clip_eps matters)
-    clip_eps: float | None = None          # PPO clip ε; None: the plain policy gradient
-    max_grad_norm: float | None = 1.0      # clip ‖∇θ‖; None: no clipping
-    max_new_tokens: int | None = None      # None: the task's longest answer + EOS
-    temperature: float = 1.0               # sampling temperature
-    top_k: int | None = None               # sample from the k most likely tokens; None: all
-    top_p: float | None = None             # nucleus sampling; None: off
-    reward_weights: dict = field(default_factory=lambda: {"correct": 1.0})   # reward components → weights:
-                                           # correct, format, length, safety, steps (checks.py), reward_model
-    reward_combine: str = "sum"            # "sum": Σ w·c; "normalised": each component z-scored in its group first
-    forbidden: list = field(default_factory=list)   # strings the "safety" component penalises
-    reward_model: str | None = None        # a reward-model folder (reward_model.py / HF sequence classifier):
-                                           # the "reward_model" component
-    seed: int = 0                          # problem draws and sampling
-    eval_every: int = 25                   # held-out accuracy every N steps (and at steps 0 and last)
-    eval_size: int = 200                   # held-out problems
-    sample_every: int = 25                 # log sample completions every N steps
-    save_every: int = 50                   # checkpoint every N steps (and at the last step); 0: only at the end
-    keep_checkpoints: int = 2              # newest checkpoints kept
-    out: str = "runs"                      # parent folder of run folders
-    device: str = "auto"                   # auto (cuda, then mps, then cpu), or a torch device
-    precision: str = "fp32"                # fp32, or bf16 autocast
-    gradient_checkpointing: bool = False   # recompute activations in backward (saves memory)
-    lora_r: int = 0                        # > 0: train a LoRA adapter of this rank; the anchor is the adapter off
+    # "tiny": the task's shipped SFT anchor; or a save_pretrained folder or a hub id such as gpt2.
+    model: str = setting("tiny", text("must be 'tiny', a save_pretrained folder or a hub id such as 'gpt2'"))
+    beta: float = setting(0.02, number(ge=0))             # KL coefficient β (initial β when kl_target is set)
+    # Adapt β toward this KL per completion (Ziegler et al. 2019); None: a fixed β.
+    kl_target: float | None = setting(None, optional(number(gt=0)))
+    kl_horizon: float = setting(10_000.0, number(gt=0))   # the adaptive β's horizon in samples: smaller reacts faster
+    # The recipe: seed, deepseek, dr_grpo, rloo or dapo_like (core/recipe.py). The pieces below that are left None
+    # are the preset's own.
+    preset: str = setting("seed", one_of(PRESETS))
+    # KL placement and estimator: reward:k1|k2|k3, loss:k1|k2|k3 or none; None: the preset's (seed: reward:k1).
+    kl: str | None = setting(None, optional(one_of(KLS)))
+    # Advantage baseline (core/advantages.py); None: the preset's (seed: group_mean).
+    baseline: str | None = setting(None, optional(one_of(BASELINES)))
+    # PPO clip ε: the ratio ρ is clipped to [1 − ε, 1 + ε]; None: the preset's (seed and rloo: no clip, the plain
+    # policy gradient; deepseek: 0.2).
+    clip_eps: float | None = setting(None, optional(number(gt=0, lt=1)))
+    # Upper clip ε_high: ρ ≤ 1 + ε_high (DAPO's clip-higher); None: clip_eps if that is given, else the preset's
+    # (dapo_like: 0.28).
+    clip_eps_high: float | None = setting(None, optional(number(gt=0, lt=10)))
+    # How token losses are averaged: seq_mean_token_mean, token_mean or constant_normaliser (core/loss.py); None:
+    # the preset's (seed: seq_mean_token_mean).
+    aggregation: str | None = setting(None, optional(one_of(AGGREGATIONS)))
+    group_size: int = setting(8, integer(1))              # G completions per prompt
+    prompts_per_step: int = setting(16, integer(1))       # P prompts per step
+    lr: float = setting(2e-4, number(gt=0))               # AdamW learning rate (after a short warm-up)
+    warmup_steps: int = setting(10, integer(0))           # linear learning-rate warm-up
+    steps: int = setting(200, integer(1))                 # GRPO steps
+    updates: int = setting(1, integer(1))                 # optimizer updates per rollout (> 1 is where clipping acts)
+    max_grad_norm: float | None = setting(1.0, optional(number(gt=0)))   # clip ‖∇θ‖; None: no clipping
+    max_new_tokens: int | None = setting(None, optional(integer(1)))     # None: the task's longest answer + EOS
+    temperature: float = setting(1.0, number(gt=0))       # sampling temperature
+    top_k: int | None = setting(None, optional(integer(1)))             # sample from the k likeliest tokens; None: all
+    top_p: float | None = setting(None, optional(number(gt=0, le=1)))   # nucleus sampling; None: off
+    # Reward components and their weights: correct, format, length, safety, steps (checks.py), reward_model.
+    reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+    # "sum": Σ w·c; "normalised": each component z-scored in its group first.
+    reward_combine: str = setting("sum", one_of(COMBINE))
+    # Strings the "safety" component penalises.
+    forbidden: list[str] = setting(factory=list, rule=Rule(
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(w, str) and w for w in v),
+        "must be a list of non-empty strings"))
+    # A reward-model folder (reward_model.py, or any HF sequence classifier): the "reward_model" component.
+    reward_model: str | None = setting(None, optional(text("must be a reward-model folder")))
+    seed: int = setting(0, SEED)                          # problem draws and sampling
+    eval_every: int = setting(25, integer(1))             # held-out accuracy every N steps (and at steps 0 and last)
+    eval_size: int = setting(200, integer(1))             # held-out problems
+    sample_every: int = setting(25, integer(1))           # log sample completions every N steps
+    save_every: int = setting(50, integer(0))             # checkpoint every N steps (and at the last); 0: only at the end
+    keep_checkpoints: int = setting(2, integer(1))        # newest checkpoints kept
+    # Parent folder of run folders.
+    out: str = setting("runs", text("must be a folder path (the parent of run folders), e.g. 'runs'"))
+    # auto (cuda, then mps, then cpu), or a torch device.
+    device: str = setting("auto", Rule(lambda v: v == "auto" or _is_torch_device(v),
+                                       "must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1', 'mps'"))
+    precision: str = setting("fp32", one_of(PRECISIONS))  # fp32, or bf16 autocast
+    gradient_checkpointing: bool = setting(False, FLAG)   # recompute activations in backward (saves memory)
+    lora_r: int = setting(0, integer(0))                  # > 0: train a LoRA adapter of this rank (the anchor: it off)
 
     def __post_init__(self):
+        if isinstance(self.out, os.PathLike):
+            self.out = os.fspath(self.out)
         self.task_obj = checked_task("TrainConfig", self.task, self.task_args)
-        if not (isinstance(self.model, str) and self.model):
-            _fail("model", self.model, "must be 'tiny', a save_pretrained folder or a hub id such as 'gpt2'")
-        for name in ("group_size", "prompts_per_step", "steps", "updates", "eval_every", "eval_size",
-                     "sample_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if not (is_int(v) and v >= 1):
-                _fail(name, v, "must be an integer ≥ 1")
-        for name in ("warmup_steps", "save_every", "lora_r"):
-            v = getattr(self, name)
-            if not (is_int(v) and v >= 0):
-                _fail(name, v, "must be an integer ≥ 0")
-        if not (is_int(self.seed) and 0 <= self.seed < 2 ** 63):
-            _fail("seed", self.seed, "must be an integer from 0 to 2**63 − 1")
-        if not (is_real(self.beta) and self.beta >= 0):
-            _fail("beta", self.beta, "must be a finite number ≥ 0")
-        if self.kl_target is not None and not (is_real(self.kl_target) and self.kl_target > 0 and self.beta > 0):
-            _fail("kl_target", self.kl_target, "must be a finite number > 0 (with beta > 0), or None for a fixed β")
-        if not (is_real(self.kl_horizon) and self.kl_horizon > 0):
-            _fail("kl_horizon", self.kl_horizon, "must be a finite number > 0 (samples)")
-        if not (is_real(self.lr) and self.lr > 0):
-            _fail("lr", self.lr, "must be a finite number > 0")
-        parse_kl(self.kl)
-        if not (isinstance(self.baseline, str) and self.baseline in BASELINES):
-            _fail("baseline", self.baseline, f"choose one of {sorted(BASELINES)}")
+        check_fields(self)
+        # the recipe's pieces: the preset's own where None (compose also makes clip_eps alone symmetric)
+        for name, value in pieces(self.recipe()).items():
+            setattr(self, name, value)
         if BASELINES[self.baseline].min_group > self.group_size:
             _fail("group_size", self.group_size, f"baseline {self.baseline!r} needs a group of at least "
                                                  f"{BASELINES[self.baseline].min_group}")
-        if self.clip_eps is not None and not (is_real(self.clip_eps) and 0 < self.clip_eps < 1):
-            _fail("clip_eps", self.clip_eps, "must be in (0, 1), or None")
-        if self.max_grad_norm is not None and not (is_real(self.max_grad_norm) and self.max_grad_norm > 0):
-            _fail("max_grad_norm", self.max_grad_norm, "must be a finite number > 0, or None")
-        if self.max_new_tokens is not None and not (is_int(self.max_new_tokens) and self.max_new_tokens >= 1):
-            _fail("max_new_tokens", self.max_new_tokens, "must be an integer ≥ 1, or None")
-        if not (is_real(self.temperature) and self.temperature > 0):
-            _fail("temperature", self.temperature, "must be a finite number > 0")
-        if self.top_k is not None and not (is_int(self.top_k) and self.top_k >= 1):
-            _fail("top_k", self.top_k, "must be an integer ≥ 1, or None")
-        if self.top_p is not None and not (is_real(self.top_p) and 0 < self.top_p <= 1):
-            _fail("top_p", self.top_p, "must be in (0, 1], or None")
-        if isinstance(self.out, os.PathLike):
-            self.out = os.fspath(self.out)
-        if not (isinstance(self.out, str) and self.out):
-            _fail("out", self.out, "must be a folder path (the parent of run folders), e.g. 'runs'")
-        if not (isinstance(self.device, str) and (self.device == "auto" or _is_torch_device(self.device))):
-            _fail("device", self.device, "must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1', 'mps'")
-        if self.precision not in PRECISIONS:
-            _fail("precision", self.precision, f"choose one of {PRECISIONS}")
-        if not isinstance(self.gradient_checkpointing, bool):
-            _fail("gradient_checkpointing", self.gradient_checkpointing, "must be true or false")
-        if self.reward_model is not None and not (isinstance(self.reward_model, str) and self.reward_model):
-            _fail("reward_model", self.reward_model, "must be a reward-model folder, or None")
-        from minigrpo.rewards.checks import TASK_COMPONENTS
-        from minigrpo.rewards.compose import COMBINE
-
         allowed = TASK_COMPONENTS + ("reward_model",)
         if not isinstance(self.reward_weights, dict) or not self.reward_weights:
             _fail("reward_weights", self.reward_weights, "must be a non-empty mapping of component name → weight")
@@ -140,15 +151,13 @@ class TrainConfig:
                 _fail("reward_weights", self.reward_weights, f"component {k!r} is unknown; choose from {list(allowed)}")
             if not is_real(w):
                 _fail("reward_weights", self.reward_weights, f"the weight of {k!r} must be a finite number")
-        if self.reward_combine not in COMBINE:
-            _fail("reward_combine", self.reward_combine, f"choose one of {sorted(COMBINE)}")
-        if not (isinstance(self.forbidden, (list, tuple)) and all(isinstance(w, str) and w for w in self.forbidden)):
-            _fail("forbidden", self.forbidden, "must be a list of non-empty strings")
         if "safety" in self.reward_weights and not self.forbidden:
             _fail("forbidden", self.forbidden, "the 'safety' reward component needs at least one forbidden string")
         if ("reward_model" in self.reward_weights) != (self.reward_model is not None):
             _fail("reward_model", self.reward_model, "give a reward-model folder exactly when reward_weights "
                                                      "names 'reward_model'")
+        if self.kl_target is not None and not self.beta > 0:
+            _fail("kl_target", self.kl_target, "needs beta > 0 (an adaptive β starts from beta)")
         if "steps" in self.reward_weights and not hasattr(self.task_obj, "steps"):
             _fail("reward_weights", self.reward_weights, f"'steps' needs a multi-step task; {self.task!r} has none")
 
@@ -158,34 +167,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig setting(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        """A config from a mapping of settings (a run's saved config.json, a parsed file): an unknown
+        name is refused, and text is read as the field's declared type (``"1e-3"`` → 0.001)."""
+        return cls(**read_settings(cls, d))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """Read a YAML (.yaml/.yml) or JSON file of TrainConfig fields."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls(**read_settings_file(cls, path))
 
     # --- the pieces it composes --------------------------------------------------------------------
     def recipe(self) -> Recipe:
-        surrogate = PLAIN if self.clip_eps is None else clipped(self.clip_eps)
-        return replace(seed_grpo(), name="lm", kl=parse_kl(self.kl), baseline=BASELINES[self.baseline],
-                       surrogate=surrogate)
+        """The preset with this config's pieces (``core/recipe.compose``)."""
+        return compose(self.preset, **{name: getattr(self, name) for name in PIECES})
 
     def beta_controller(self):
         return FixedBeta(float(self.beta)) if self.kl_target is None else \
@@ -193,3 +187,52 @@ class TrainConfig:
 
     def new_tokens(self) -> int:
         return self.max_new_tokens or self.task_obj.max_answer_len + 1
+
+
+@dataclass
+class RewardModelJob(RMTrainConfig):
+    """``minigrpo reward-model``: Bradley–Terry training (the ``RMTrainConfig`` fields) on pairs from
+    exactly one source — a preference file, a label file, or a synthetic rater on a task."""
+
+    # A JSONL file of {prompt, chosen, rejected} pairs and/or {prompt, ranking} lists.
+    prefs: str | None = setting(None, optional(text()))
+    # A JSONL file of good/bad labels (each good completion is preferred to each bad one).
+    labels: str | None = setting(None, optional(text()))
+    # A hidden rater standing in for people: closeness or column_checker.
+    synthetic: str | None = setting(None, optional(one_of(RATERS)))
+    task: str = "addition"                                 # the task (for synthetic, and the default base)
+    prompts: int = setting(600, integer(1))                # synthetic: prompts to draw (8 pairs each)
+    base: str | None = setting(None, optional(text()))     # causal LM folder to start from; None: the task's anchor
+    skip_bad: bool = setting(False, FLAG)                  # skip and count bad records instead of stopping
+    # Output folder (save_pretrained + reward_model.json); None: a new folder
+    # runs/reward-model-<task>-<date>-<time>.
+    out: str | None = setting(None, optional(text()))
+
+    def __post_init__(self):
+        super().__post_init__()
+        checked_task("RewardModelJob", self.task, {})
+        given = [name for name in ("prefs", "labels", "synthetic") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"RewardModelJob: give exactly one of prefs (a preference file), labels (a label file) "
+                             f"or synthetic (a rater); got {given or 'none'}")
+
+    def pairs(self) -> tuple[list, list, dict]:
+        """(training pairs, held-out pairs, skipped records by reason) from the job's one source: a
+        synthetic rater draws both sets; a file's pairs are split by prompt, 10% held out."""
+        if self.synthetic:
+            task = make_task(self.task)
+            rule = RATERS[self.synthetic](task)
+            train = synthetic_preferences(task, rule, self.prompts, "train", 8, torch.Generator().manual_seed(self.seed))
+            test = synthetic_preferences(task, rule, max(self.prompts // 6, 10), "test", 8,
+                                         torch.Generator().manual_seed(self.seed + 1))
+            return train, test, {}
+        if self.prefs:
+            pairs, report = load_preferences(self.prefs, strict=not self.skip_bad)
+            skipped = dict(report.skipped)
+        else:
+            labels, bad = load_labels(self.labels, strict=not self.skip_bad)
+            pairs, skipped = labels_to_pairs(labels), dict(bad)
+        train = [p for p in pairs if not in_test_split(p.prompt, 0.1)]
+        if not train:
+            raise ValueError("reward-model: no training pairs left (every pair's prompt fell in the held-out 10%)")
+        return train, [p for p in pairs if in_test_split(p.prompt, 0.1)], skipped

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from minigrpo.core.validate import is_int, is_real, refuse
+from minigrpo.core.validate import FLAG, Rule, check_fields, integer, is_int, number, one_of, optional, setting
 
 SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4},
          "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12}}
@@ -51,57 +51,35 @@ MINIGRPO_WORKER = ("-m", "minigrpo.runs.speed")   # python argv of minigrpo's wo
 DIGITS = 2                       # addition prompts "ab+cd=": 6 characters
 
 
-def _fail(name, value, allowed):
-    refuse("BenchConfig", name, value, allowed)
+def _is_device_name(v) -> bool:
+    return isinstance(v, str) and v != ""
 
 
 @dataclass
 class BenchConfig:
     """One benchmark workload and how to measure it (validated on construction)."""
 
-    size: str = "tiny"             # a key of SIZES
-    prompts: int = 8               # P prompts per step
-    group_size: int = 8            # G completions per prompt
-    new_tokens: int = 32           # T tokens per completion, all generated (no early EOS)
-    precision: str = "fp32"        # fp32, or bf16 (autocast for both implementations)
-    steps: int = 5                 # measured steps per run
-    warmup: int = 2                # unmeasured steps at the start of each run
-    rounds: int = 2                # runs per implementation, alternating
-    beta: float = 0.04             # KL coefficient (> 0: the anchor is in use)
-    lr: float = 1e-5               # AdamW learning rate, constant
-    vocab: int | None = None       # None: the character tokenizer's own 15 tokens; else padded to this size
-    threads: int | None = None     # torch threads in every run; None: torch's default
-    device: str = "cpu"            # cpu, cuda, …
-    gradient_checkpointing: bool = False   # recompute activations in the backward, in both (TRL's default is on)
-    seed: int = 0
+    size: str = setting("tiny", one_of(SIZES))            # tiny (4 layers, width 128) or gpt2 (12 layers, width 768)
+    prompts: int = setting(8, integer(1))                  # P prompts per step
+    group_size: int = setting(8, integer(2))               # G completions per prompt (the group mean/std baseline needs 2)
+    new_tokens: int = setting(32, integer(1))              # T tokens per completion, all generated (no early EOS)
+    precision: str = setting("fp32", one_of(PRECISIONS))   # fp32, or bf16 (autocast for both implementations)
+    steps: int = setting(5, integer(1))                    # measured steps per run
+    warmup: int = setting(2, integer(0))                   # unmeasured steps at the start of each run
+    rounds: int = setting(2, integer(1))                   # runs per implementation, alternating
+    beta: float = setting(0.04, number(gt=0))              # KL coefficient (> 0: the anchor is in use)
+    lr: float = setting(1e-5, number(gt=0))                # AdamW learning rate, constant
+    # None: the character tokenizer's own 15 tokens; else padded to this size (50257: GPT-2's)
+    vocab: int | None = setting(None, optional(Rule(lambda v: is_int(v) and 15 <= v <= 1_000_000,
+                                                    "must be an integer from 15 to 1,000,000")))
+    threads: int | None = setting(None, optional(integer(1)))   # torch threads in every run; None: torch's default
+    # the torch device every run uses: cpu, cuda, cuda:1, …
+    device: str = setting("cpu", Rule(_is_device_name, "must be a torch device name such as 'cpu' or 'cuda'"))
+    gradient_checkpointing: bool = setting(False, FLAG)    # recompute activations in the backward (TRL's default is on)
+    seed: int = setting(0, integer(0))                     # seeds the model's weights, the prompts and sampling
 
     def __post_init__(self):
-        if self.size not in SIZES:
-            _fail("size", self.size, f"choose one of {sorted(SIZES)}")
-        for name in ("prompts", "group_size", "new_tokens", "steps", "rounds"):
-            v = getattr(self, name)
-            if not (is_int(v) and v >= 1):
-                _fail(name, v, "must be an integer ≥ 1")
-        if self.group_size < 2:
-            _fail("group_size", self.group_size, "must be ≥ 2 (the group mean/std baseline needs a group)")
-        if not (is_int(self.warmup) and self.warmup >= 0):
-            _fail("warmup", self.warmup, "must be an integer ≥ 0")
-        if self.precision not in PRECISIONS:
-            _fail("precision", self.precision, f"choose one of {PRECISIONS}")
-        if not (is_real(self.beta) and self.beta > 0):
-            _fail("beta", self.beta, "must be a finite number > 0 (the benchmark keeps the anchor in use)")
-        if not (is_real(self.lr) and self.lr > 0):
-            _fail("lr", self.lr, "must be a finite number > 0")
-        if self.vocab is not None and not (is_int(self.vocab) and 15 <= self.vocab <= 1_000_000):
-            _fail("vocab", self.vocab, "must be an integer from 15 to 1,000,000, or None for the character vocabulary")
-        if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
-            _fail("threads", self.threads, "must be an integer ≥ 1, or None for torch's default")
-        if not (is_int(self.seed) and self.seed >= 0):
-            _fail("seed", self.seed, "must be an integer ≥ 0")
-        if not isinstance(self.gradient_checkpointing, bool):
-            _fail("gradient_checkpointing", self.gradient_checkpointing, "must be true or false")
-        if not isinstance(self.device, str) or not self.device:
-            _fail("device", self.device, "must be a torch device name such as 'cpu' or 'cuda'")
+        check_fields(self)
 
     def shape(self) -> dict:
         return dict(SIZES[self.size])

@@ -1,0 +1,269 @@
+"""The ``minigrpo`` command line: demo, bandit, train, sft, reward-model and bench.
+
+Each command's flags are derived with tyro from a config dataclass — every field is a flag, with the
+default and the documentation written beside the field — plus the few flags that are not settings
+(``--json``, ``train --config/--resume``, ``--digits``, ``bandit --arms``), declared the same way in
+a small dataclass per command below.
+
+``cli/flags.py`` derives the flags and reads their text as the fields' declared types (the reading a
+YAML config file gets too); the config's own validation judges the values, so any bad input ends in
+one line, ``minigrpo <command>: error: …``, and exit code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from minigrpo.cli.flags import flag_name, parse_flags
+
+
+# --- the flags that are not settings -------------------------------------------------------------
+
+@dataclass
+class DemoFlags:
+    out: str = "runs"                  # parent folder for the run folder
+    small: bool = False                # a quick, smaller run (used by the tests)
+
+
+@dataclass
+class BanditFlags:
+    arms: int | None = None            # number of arms K; without --means, means evenly spaced from 0.1 to 0.9
+    json: bool = False                 # print exactly one JSON object
+
+
+@dataclass
+class TrainFlags:
+    config: str | None = None          # a YAML or JSON file of TrainConfig settings (flags override it)
+    # RUN_DIR: continue a run folder from its last checkpoint, with its saved settings (only --steps, to train
+    # further, and --json may be given with it).
+    resume: str | None = None
+    digits: int | None = None          # addition: digits per operand (sets task_args.digits)
+    json: bool = False                 # no progress bar; print one JSON summary
+
+
+@dataclass
+class SFTFlags:
+    digits: int | None = None          # addition: digits per operand (sets task_args.digits)
+    device: str = "auto"               # auto (cuda, then mps, then cpu), or a torch device
+    out: str | None = None             # the anchor's folder; None: a new folder runs/sft-<task>-<date>-<time>
+
+
+@dataclass
+class JsonFlag:
+    json: bool = False                 # print exactly one JSON object
+
+
+@dataclass
+class NoFlags:
+    pass
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+def _bandit_config(settings: dict, arms: int | None):
+    """A validated BanditConfig from the flags; ``--arms K`` spaces K means evenly unless --means gives them."""
+    from minigrpo.bandit.config import BanditConfig
+
+    if arms is not None:
+        if arms <= 1:
+            raise ValueError(f"--arms={arms} is not allowed; a bandit needs at least 2 arms")
+        if "means" not in settings:
+            settings["means"] = [0.1 + 0.8 * k / (arms - 1) for k in range(arms)]
+        elif len(settings["means"]) != arms:
+            raise ValueError(f"--arms={arms} is not allowed with {len(settings['means'])} values of --means; "
+                             "give one mean per arm")
+    return BanditConfig(**settings)
+
+
+def cmd_bandit(flags: dict, settings: dict) -> int:
+    from minigrpo.bandit.runner import run_bandit
+
+    result = run_bandit(_bandit_config(settings, flags["arms"]))
+    summary = result.summary()
+    if flags["json"]:
+        print(json.dumps(summary))
+        return 0
+    fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"
+    cfg = result.config
+    print(f"bandit: {cfg.K} arms, means {fmt(cfg.means)}, beta={cfg.beta}, preset={cfg.preset}, "
+          f"baseline={cfg.baseline}, kl={cfg.kl}, G={cfg.group_size}, steps={cfg.steps}, seed={cfg.seed}\n"
+          f"  anchor          {fmt(summary['anchor'])}\n  policy          {fmt(summary['policy'])}\n"
+          f"  optimum pi*     {fmt(summary['optimum'])}\n  KL(pi || pi*)   {summary['kl_to_optimum']:.3e}\n"
+          f"  KL(pi || anchor){summary['kl_to_anchor']:.4f}\n"
+          f"  expected reward {summary['expected_reward']:.4f}  (pi*: {summary['optimum_expected_reward']:.4f})\n"
+          f"  {result.config.steps} steps in {result.wall_seconds:.2f} s")
+    return 0
+
+
+def cmd_demo(flags: dict, settings: dict) -> int:
+    from minigrpo.demo import run_demo
+
+    run_demo(out=flags["out"], small=flags["small"])
+    return 0
+
+
+def train_config(settings: dict, config_file: str | None = None, digits: int | None = None):
+    """A validated TrainConfig: the config file's settings (if any), then the flags' on top."""
+    from minigrpo.runs.config import TrainConfig, read_settings_file
+
+    data = read_settings_file(TrainConfig, config_file) if config_file else {}
+    data.update(settings)
+    if digits is not None:
+        data["task_args"] = {**data.get("task_args", {}), "digits": digits}
+    return TrainConfig(**data)
+
+
+def cmd_train(flags: dict, settings: dict) -> int:
+    from minigrpo.runs.lm_run import train_lm
+
+    if flags["resume"]:
+        from minigrpo.runs.config import TrainConfig
+        from minigrpo.runs.folder import RunFolder
+
+        ignored = [flag_name(name) for name in settings if name != "steps"]
+        ignored += [flag_name(name) for name in ("config", "digits") if flags[name] is not None]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} cannot be given with --resume, which continues the run with its "
+                             "saved settings; only --steps (to train further) and --json are allowed")
+        saved = RunFolder(flags["resume"]).read_config()
+        cfg = TrainConfig.from_dict({**saved, "steps": settings.get("steps", saved["steps"])})
+        result = train_lm(cfg, resume=flags["resume"], progress=not flags["json"])
+    else:
+        cfg = train_config(settings, flags["config"], flags["digits"])
+        result = train_lm(cfg, progress=not flags["json"])
+    summary = {"run_dir": str(result.run_dir), "anchor_accuracy": result.anchor_accuracy,
+               "final_accuracy": result.final_accuracy, "steps": result.metrics[-1]["step"],
+               "wall_seconds": result.wall_seconds}
+    if flags["json"]:
+        print(json.dumps(summary))
+    else:
+        print(f"held-out accuracy {summary['anchor_accuracy']:.3f} (anchor) -> {summary['final_accuracy']:.3f} "
+              f"after {summary['steps']} steps, {summary['wall_seconds']:.0f} s; run folder {summary['run_dir']}")
+    return 0
+
+
+def cmd_reward_model(flags: dict, settings: dict) -> int:
+    """Train a Bradley–Terry reward model from a preference file, a label file, or a synthetic rater."""
+    from minigrpo.lm.sft import anchor_dir
+    from minigrpo.rewards.reward_model import RewardModel, train_reward_model
+    from minigrpo.runs.config import RewardModelJob
+    from minigrpo.runs.lm_run import new_run_dir
+
+    job = RewardModelJob(**settings)
+    train, test, skipped = job.pairs()
+    rm = RewardModel.from_causal_lm(job.base or anchor_dir(job.task), seed=job.seed)
+    history = train_reward_model(rm, train, test or None, job)
+    acc = history[-1].get("test_accuracy")
+    out = rm.save(job.out or new_run_dir(Path("runs"), f"reward-model-{job.task}"), pairs=len(train),
+                  test_pairs=len(test), test_accuracy=acc, skipped=skipped)
+    print(json.dumps({"out": str(out), "pairs": len(train), "test_pairs": len(test), "test_accuracy": acc,
+                      "skipped": skipped, "train_seconds": rm.train_seconds}))
+    return 0
+
+
+def cmd_sft(flags: dict, settings: dict) -> int:
+    """SFT a fresh tiny GPT-2 into an anchor; without --out it goes to a new run folder, never into the
+    installed package (the shipped anchors are package data)."""
+    from minigrpo.lm.models import pick_device
+    from minigrpo.lm.sft import SFTConfig, build_anchor
+    from minigrpo.runs.lm_run import new_run_dir
+
+    if flags["digits"] is not None:
+        settings["task_args"] = {**settings.get("task_args", {}), "digits": flags["digits"]}
+    cfg = SFTConfig(**settings)
+    pick_device(flags["device"])                # a device this machine lacks fails before a folder is made
+    out = flags["out"] or new_run_dir(Path("runs"), f"sft-{cfg.task}")
+    out = build_anchor(cfg, out, device=flags["device"])
+    print(json.dumps({"out": str(out), **{k: v for k, v in json.loads((out / "sft.json").read_text()).items()
+                                          if k in ("test_accuracy", "final_loss", "wall_seconds")}}))
+    return 0
+
+
+def cmd_bench(flags: dict, settings: dict) -> int:
+    from minigrpo.runs.speed import BenchConfig, compare, table
+
+    cfg = BenchConfig(**settings)
+    say = None if flags["json"] else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    try:
+        result = compare(cfg, progress=say)
+    except RuntimeError as e:                   # a run's own process failed: its last lines say why
+        print(f"minigrpo bench: error: {e}", file=sys.stderr)
+        return 1
+    if flags["json"]:
+        print(json.dumps(result))
+        return 0
+    print(table([result]))
+    print(f"device: {result['device']}, torch {result['torch']}, {result['threads']} threads; "
+          f"{result['gflop_per_step']:.1f} GFLOP a step; matmul rate {result['matmul_gflops']:.0f} GFLOP/s "
+          f"({cfg.precision})")
+    return 0
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what it does, its own flags, and the config class whose fields are its other flags."""
+
+    help: str
+    run: Callable[[dict, dict], int]           # run(flags, settings): settings holds only the fields given
+    flags: type                                # a dataclass of the flags that are not settings
+    config: str | None = None                  # "module:Class" of the config, imported when the command runs
+    aliases: dict = field(default_factory=dict)   # field name → extra flag names
+
+
+COMMANDS = {
+    "demo": Command("the main job: a complete run that writes plots and metrics into a run folder", cmd_demo,
+                    DemoFlags),
+    "bandit": Command("train GRPO on a K-armed bandit and compare with the exact optimum pi*", cmd_bandit,
+                      BanditFlags, "minigrpo.bandit.config:BanditConfig", {"preset": ("--recipe",)}),
+    "train": Command("GRPO on a language model: a task, an anchor, a run folder with metrics and checkpoints",
+                     cmd_train, TrainFlags, "minigrpo.runs.config:TrainConfig",
+                     {"preset": ("--recipe",), "prompts_per_step": ("--prompts",), "reward_weights": ("--reward",)}),
+    "sft": Command("train a tiny GPT-2 anchor on a task by supervised fine-tuning", cmd_sft, SFTFlags,
+                   "minigrpo.lm.sft:SFTConfig"),
+    "reward-model": Command("train a Bradley-Terry reward model from preferences, labels or a synthetic rater",
+                            cmd_reward_model, NoFlags, "minigrpo.runs.config:RewardModelJob"),
+    "bench": Command("time GRPO steps on a fixed workload", cmd_bench, JsonFlag, "minigrpo.runs.speed:BenchConfig"),
+}
+
+
+def config_class(name: str) -> type:
+    """The config dataclass whose fields are flags of ``minigrpo <name>``."""
+    module, _, cls = COMMANDS[name].config.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def parse(name: str, argv: list[str]) -> tuple[dict, dict]:
+    """(flags, settings) of ``minigrpo <name> <argv>`` (see ``cli/flags.py``)."""
+    command = COMMANDS[name]
+    config = config_class(name) if command.config is not None else None
+    return parse_flags(f"minigrpo {name}", command.help, command.flags, config, command.aliases, argv)
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    return "\n".join(["usage: minigrpo COMMAND [FLAGS]   (minigrpo COMMAND --help lists a command's flags)", "",
+                      "GRPO written out piece by piece.", "", "commands:",
+                      *(f"  {n:<{width}}  {c.help}" for n, c in COMMANDS.items())])
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"minigrpo: error: {name!r} is not a command; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[name].run(*parse(name, rest))
+    except (ValueError, OSError) as e:      # bad settings or paths: one clear line, no traceback
+        print(f"minigrpo {name}: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:         # the run went non-finite; its last checkpoint is intact
+        print(f"minigrpo {name}: stopped: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+        return 1
