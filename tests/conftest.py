@@ -1,0 +1,21 @@
+"""Shared pytest hooks."""
+from __future__ import annotations
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List each notebook's kernel-start and run seconds (tests/test_notebooks.py), so a stall shows where
+    it waited: starting the kernel or running the cells."""
+    rows = [value for reports in terminalreporter.stats.values() for r in reports
+            if getattr(r, "when", None) == "call" for key, value in getattr(r, "user_properties", ())
+            if key == "notebook_timing"]
+    if not rows:
+        return
+    terminalreporter.section("notebook timings")
+    for row in sorted(rows, key=lambda r: r["notebook"]):
+        tries = row.get("start_tries", "?")
+        seconds = lambda key: f"{row[key]:6.1f} s" if key in row else "     - "
+        line = (f"{row['notebook']:<36} kernel start {seconds('kernel_start_s')} ({tries} "
+                f"{'try' if tries == 1 else 'tries'})   run {seconds('run_s')}")
+        terminalreporter.write_line(line)
+        for failure in row.get("failed_starts", ()):
+            terminalreporter.write_line(f"    {failure}")
