@@ -2,10 +2,20 @@
 
 The notebooks carry their own checks against references (ψ against autograd, grpo_step against the
 written-out step) as ``assert`` cells, so a failing check is a failing cell here.
+
+The harness starts each kernel itself and hands it to nbclient, so that a slow or failed kernel *start*
+(seen on loaded CI machines: a start stalled for minutes, a kernel that never answered) is waited for
+generously and tried once more, while a failed *cell* is never retried. Each notebook's kernel-start and
+run seconds are listed under "notebook timings" at the end of the pytest output (tests/conftest.py).
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,13 +23,20 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402  (after the importorskip above)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TUTORIALS = ["01_bandit.ipynb", "02_tokens_and_logprobs.ipynb", "03_one_grpo_step_by_hand.ipynb",
              "04_lm_grpo_run.ipynb", "05_gpt2.ipynb", "06_designing_rewards.ipynb", "07_reward_model.ipynb",
-             "08_labelling_by_hand.ipynb", "09_stepwise_vs_outcome.ipynb", "10_reward_hacking.ipynb"]
+             "08_labelling_by_hand.ipynb", "09_stepwise_vs_outcome.ipynb", "10_reward_hacking.ipynb",
+             "11_contextual_bandit.ipynb"]
 KERNEL = "python3"
+STARTUP_TIMEOUT = 300       # s for one kernel start to answer; a cold start on a loaded 2-core machine took minutes
+START_TRIES = 2             # a start that fails or times out is tried once more; a cell never is
+CELL_TIMEOUT = 300          # s per cell
+# zmq over unix sockets where there are any: no TCP port is picked and then raced for by another process
+TRANSPORT = "tcp" if os.name == "nt" else "ipc"
 
 
 def kernel_python(name: str = KERNEL) -> str:
@@ -43,18 +60,93 @@ def test_every_tutorial_is_collected():
     assert not missing, f"tutorial notebooks missing from {NOTEBOOK_DIR}: {missing}"
 
 
+class KernelStartError(RuntimeError):
+    """Every try to start a kernel failed or timed out."""
+
+
+async def stop_kernel(km: AsyncKernelManager, kc) -> None:
+    """Stop the client's channels and the kernel process, and remove its connection and ipc files."""
+    if kc is not None:
+        kc.stop_channels()
+    if km.has_kernel:
+        await km.shutdown_kernel(now=True)      # also removes the connection and ipc files
+    else:
+        await km.cleanup_resources()            # a start that failed part-way may have written them
+
+
+async def start_kernel(cwd: Path, ipc_dir: str, timing: dict):
+    """Start kernel ``KERNEL`` in ``cwd`` and wait until it answers kernel_info: up to START_TRIES tries of
+    STARTUP_TIMEOUT seconds each. Returns the (manager, client); records seconds and failed tries in ``timing``."""
+    failures = []
+    for attempt in range(1, START_TRIES + 1):
+        t0 = time.perf_counter()
+        km = AsyncKernelManager(kernel_name=KERNEL, transport=TRANSPORT)
+        if TRANSPORT == "ipc":
+            km.ip = os.path.join(ipc_dir, f"k{attempt}")      # absolute and short: a socket path has ~100 chars
+        kc = None
+        try:
+            # an in-memory IPython history, as nbclient does, so kernels never wait on one sqlite file;
+            # tracebacks without colour codes, so a failed cell reads plainly in a CI log
+            args = ["--HistoryManager.hist_file=:memory:", "--InteractiveShell.colors=nocolor"]
+            await asyncio.wait_for(km.start_kernel(cwd=str(cwd), extra_arguments=args), STARTUP_TIMEOUT)
+            kc = km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+        except Exception as err:                    # a start that died or timed out: try again, then report
+            why = str(err) or f"no kernel within {STARTUP_TIMEOUT} s"
+            failures.append(f"try {attempt}: {type(err).__name__}: {why} ({time.perf_counter() - t0:.1f} s)")
+            try:
+                await stop_kernel(km, kc)
+            except Exception as cleanup_err:        # a failed clean-up must not stop the next try
+                failures.append(f"try {attempt}, stopping it: {type(cleanup_err).__name__}: {cleanup_err}")
+            continue
+        finally:
+            timing["kernel_start_s"] = round(timing.get("kernel_start_s", 0.0) + time.perf_counter() - t0, 1)
+            timing["start_tries"] = attempt
+        kc.allow_stdin = False
+        timing["failed_starts"] = failures
+        return km, kc
+    timing["failed_starts"] = failures
+    raise KernelStartError(f"kernel {KERNEL!r} did not start in {START_TRIES} tries: " + "; ".join(failures))
+
+
+async def execute_notebook(nb, cwd: Path, timing: dict):
+    """Run every cell of ``nb`` in a fresh kernel started in ``cwd``. A failing cell raises nbclient's
+    CellExecutionError, once: only the kernel start is retried."""
+    ipc_dir = tempfile.mkdtemp(prefix="nbk-")
+    try:
+        km, kc = await start_kernel(cwd, ipc_dir, timing)
+        t0 = time.perf_counter()
+        try:
+            client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT,
+                                             resources={"metadata": {"path": str(cwd)}})
+            client.kc = kc      # our started, ready client: nbclient starts neither a kernel nor a client
+            await client.async_execute()
+        finally:
+            timing["run_s"] = round(time.perf_counter() - t0, 1)
+            await stop_kernel(km, kc)
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+    return nb
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, monkeypatch):
+def test_notebook_runs(path: Path, monkeypatch, record_property):
     monkeypatch.setenv("MINIGRPO_SMALL", "1")     # the kernel inherits this process's environment
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300,
-                                     resources={"metadata": {"path": str(path.parent)}})
+    timing, failure = {}, None
     try:
-        client.execute()
+        asyncio.run(execute_notebook(nb, path.parent, timing))
     except nbclient.exceptions.CellExecutionError as err:
-        pytest.fail(f"{path.name}: a cell raised\n{err}", pytrace=False)
+        failure = f"{path.name}: a cell raised\n{err}"
+    except KernelStartError as err:
+        failure = f"{path.name}: {err}"
+    finally:
+        record_property("notebook_timing", {"notebook": path.name, **timing})
+    if failure:                                     # outside the except: the report shows the cell's error once
+        pytest.fail(failure, pytrace=False)
 
 
 def test_notebooks_are_saved_clean():

@@ -6,6 +6,9 @@ and compare it to the closed-form optimum π* ∝ π_anchor·exp(μ/β).
 
 ``run_bandit(cfg)`` trains one run; ``sweep_beta(cfg, betas)`` trains one run per β side by side
 (each β is a row of one tabular policy, i.e. a "prompt"), which costs about as much as one run.
+
+The rewards come from the gymnasium env ``minigrpo/KArmedBandit-v0``: every step's R × G pulls are
+one ``envs.step`` of a vector env with R·G sub-envs (``envs.EnvReward``).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
+import gymnasium as gym
 import torch
 from torch import Tensor
 
@@ -22,7 +26,7 @@ from minigrpo.core.kl import FixedBeta
 from minigrpo.core.optimizer import LeanAdam
 from minigrpo.core.optimum import expected_reward, kl_divergence, optimal_policy, total_variation
 from minigrpo.bandit.policies import TabularSoftmaxPolicy
-from minigrpo.bandit.arms import ArmRewards
+from minigrpo.bandit.envs import EnvReward
 from minigrpo.core.step import train
 from minigrpo.bandit.config import BanditConfig, _fail
 
@@ -110,13 +114,16 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
                 _fail("beta", b, "a finite number ≥ 0")
     R, K = len(betas_t), cfg.K
     gen = torch.Generator().manual_seed(cfg.seed)
-    reward_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
 
     anchor_probs = torch.tensor(cfg.anchor)
     means = torch.tensor(cfg.means)
     anchor = TabularSoftmaxPolicy.from_probs(anchor_probs, n_rows=R, trainable=False)
     policy = TabularSoftmaxPolicy.from_probs(anchor_probs, n_rows=R)   # start at the anchor, as RL after SFT does
-    rewards = ArmRewards(means.expand(R, K), cfg.noise, 1.0, reward_gen)   # each run is a "prompt" of the same arms
+    # the bandit as a gymnasium vector env: one sub-env per pull, R runs × G pulls each step
+    envs = gym.make_vec("minigrpo/KArmedBandit-v0", num_envs=R * cfg.group_size,
+                        vectorization_mode="vector_entry_point", means=cfg.means, noise=cfg.noise, sigma=1.0)
+    envs.reset(seed=cfg.seed + 1_000_003)                              # seeds the reward draws
+    rewards = EnvReward(envs, contexts=torch.zeros(R, dtype=torch.long))  # every run (row) pulls the one bandit
     recipe = cfg.recipe()
     if cfg.baseline == "value":
         recipe = replace(recipe, baseline=LearnedValue(n_prompts=R, lr=0.1))
