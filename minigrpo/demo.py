@@ -42,8 +42,8 @@ def compare_recipes(base: BanditConfig, bar: tqdm | None = None) -> list[dict]:
     placement and baseline.)"""
     rows = []
     for name in PRESETS:
-        cfg = replace(base, preset=name, kl=None, baseline=None)       # None: the preset's own pieces
-        recipe = cfg.recipe()
+        cfg = replace(base, recipe=name, kl=None, baseline=None)       # None: the preset's own pieces
+        recipe = cfg.build_recipe()
         res = _run(cfg, f"recipe {name}", bar) if bar is not None else run_bandit(cfg)
         s = res.summary()
         row = {"recipe": name, "baseline": cfg.baseline, "kl": cfg.kl, "surrogate": str(recipe.surrogate),

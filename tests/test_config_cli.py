@@ -49,7 +49,7 @@ def test_train_help_lists_every_train_config_field(capsys, monkeypatch):
     missing = [f.name for f in dataclasses.fields(TrainConfig) if flag(f.name) not in text]
     assert missing == []
     for name in ("kl_horizon", "warmup_steps", "updates", "clip_eps", "max_grad_norm", "sample_every",
-                 "keep_checkpoints", "preset", "clip_eps_high", "aggregation"):    # no flag before
+                 "keep_checkpoints", "recipe", "clip_eps_high", "aggregation"):    # no flag before
         assert flag(name) in text
 
 
@@ -139,22 +139,22 @@ def test_read_as_says_what_is_expected(tp, text, needle):
 
 def test_yaml_numbers_are_numbers_and_recipes_are_names(tmp_path):
     """YAML 1.1 reads `1e-3` as text; a config file sets the same fields, read by their declared type."""
-    (tmp_path / "c.yaml").write_text("lr: 1e-3\npreset: deepseek\nclip_eps: 1e-1\ntop_k: none\n"
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nrecipe: deepseek\nclip_eps: 1e-1\ntop_k: none\n"
                                      "reward_weights: {correct: '1', format: 0.5}\n")
     cfg = TrainConfig.from_file(tmp_path / "c.yaml")
     assert isinstance(cfg.lr, float) and cfg.lr == 1e-3 and cfg.top_k is None
     assert cfg.reward_weights == {"correct": 1.0, "format": 0.5}
-    assert (cfg.preset, cfg.kl, cfg.baseline, cfg.clip_eps, cfg.clip_eps_high) == \
+    assert (cfg.recipe, cfg.kl, cfg.baseline, cfg.clip_eps, cfg.clip_eps_high) == \
         ("deepseek", "loss:k3", "group_mean_std", 0.1, 0.1)
     cli = train_config({"lr": 5e-4}, str(tmp_path / "c.yaml"), digits=3)       # flags override the file
-    assert (cli.lr, cli.preset, cli.task_args) == (5e-4, "deepseek", {"digits": 3})
+    assert (cli.lr, cli.recipe, cli.task_args) == (5e-4, "deepseek", {"digits": 3})
 
 
 @pytest.mark.parametrize("text,needles", [
     ("lr: abc\n", ["c.yaml", "TrainConfig.lr='abc'", "must be a number"]),
     ("group_size: 2.5x\n", ["c.yaml", "group_size='2.5x'", "integer"]),
     ("betta: 0.1\n", ["c.yaml", "betta", "allowed"]),
-    ("recipe: deepseek\n", ["c.yaml", "'recipe'", "preset"]),
+    ("preset: deepseek\n", ["c.yaml", "'preset'", "recipe"]),
 ])
 def test_a_config_file_value_that_does_not_read_names_the_file_the_setting_and_the_value(tmp_path, text, needles):
     (tmp_path / "c.yaml").write_text(text)
@@ -175,61 +175,61 @@ def test_the_constructor_never_converts_text():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_each_preset_through_the_configs_is_the_presets_pieces(name):
     own = pieces(preset(name))
-    recipe = TrainConfig(preset=name).recipe()
+    recipe = TrainConfig(recipe=name).build_recipe()
     assert pieces(recipe) == own and recipe.name == name
-    assert {k: getattr(TrainConfig(preset=name), k) for k in PIECES} == own    # the config says what runs
-    bandit = BanditConfig(preset=name, group_size=4)
-    assert pieces(bandit.recipe()) == own and (bandit.kl, bandit.baseline) == (own["kl"], own["baseline"])
+    assert {k: getattr(TrainConfig(recipe=name), k) for k in PIECES} == own    # the config says what runs
+    bandit = BanditConfig(recipe=name, group_size=4)
+    assert pieces(bandit.build_recipe()) == own and (bandit.kl, bandit.baseline) == (own["kl"], own["baseline"])
 
 
 def test_the_defaults_are_todays_seed_recipe():
     """Unchanged behaviour: k1 in the reward, group-mean baseline, the plain surrogate, per-sequence mean."""
     for cfg in (TrainConfig(), BanditConfig()):
-        r = cfg.recipe()
+        r = cfg.build_recipe()
         assert (r.kl, r.baseline.name, r.surrogate, r.aggregation.__name__) == \
             (KLInReward(K1), "group_mean", Surrogate(), "seq_mean_token_mean")
     assert (BanditConfig().kl, BanditConfig().baseline) == ("reward:k1", "group_mean")
 
 
 def test_an_override_wins_and_the_rest_is_the_presets():
-    cfg = TrainConfig(preset="deepseek", kl="reward:k1", clip_eps=0.1)
-    r = cfg.recipe()
+    cfg = TrainConfig(recipe="deepseek", kl="reward:k1", clip_eps=0.1)
+    r = cfg.build_recipe()
     assert (str(r.kl), r.baseline.name, r.surrogate, cfg.aggregation) == \
         ("reward:k1", "group_mean_std", Surrogate(0.1, 0.1), "seq_mean_token_mean")
     assert r.name == "deepseek, kl=reward:k1, clip_eps=0.1, clip_eps_high=0.1"      # honest: not "deepseek"
-    dapo = TrainConfig(preset="dapo_like").recipe()
+    dapo = TrainConfig(recipe="dapo_like").build_recipe()
     assert dapo.surrogate == Surrogate(0.2, 0.28) and dapo.aggregation.__name__ == "token_mean"
-    assert TrainConfig(preset="dapo_like", clip_eps_high=0.3).recipe().surrogate == Surrogate(0.2, 0.3)
-    assert TrainConfig(aggregation="constant_normaliser").recipe().aggregation.__name__ == \
+    assert TrainConfig(recipe="dapo_like", clip_eps_high=0.3).build_recipe().surrogate == Surrogate(0.2, 0.3)
+    assert TrainConfig(aggregation="constant_normaliser").build_recipe().aggregation.__name__ == \
         "constant_normaliser_weights"
-    assert BanditConfig(preset="rloo", kl="loss:k3").recipe().baseline.name == "leave_one_out"
-    assert BanditConfig(preset="deepseek", baseline="value").recipe().baseline is None   # the runner's learned value
+    assert BanditConfig(recipe="rloo", kl="loss:k3").build_recipe().baseline.name == "leave_one_out"
+    assert BanditConfig(recipe="deepseek", baseline="value").build_recipe().baseline is None   # the runner's learned value
 
 
 def test_a_saved_config_from_before_the_presets_loads_and_means_the_same():
-    """config.json written before `preset`: kl, baseline and clip_eps explicit, on the seed recipe."""
+    """config.json written before `recipe`: kl, baseline and clip_eps explicit, on the seed recipe."""
     old = {f.name: getattr(TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig)
-           if f.name not in ("preset", "clip_eps_high", "aggregation")}
+           if f.name not in ("recipe", "clip_eps_high", "aggregation")}
     for kl, baseline, clip in [("reward:k1", "group_mean", None), ("loss:k3", "leave_one_out", 0.2)]:
         cfg = TrainConfig.from_dict({**old, "kl": kl, "baseline": baseline, "clip_eps": clip})
-        r = cfg.recipe()
+        r = cfg.build_recipe()
         assert (str(r.kl), r.baseline.name, r.surrogate, r.aggregation.__name__) == \
             (kl, baseline, Surrogate(clip, clip), "seq_mean_token_mean")
 
 
 def test_a_resumed_config_keeps_its_recipe():
-    cfg = TrainConfig(preset="dapo_like", kl="reward:k2")
+    cfg = TrainConfig(recipe="dapo_like", kl="reward:k2")
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-    assert pieces(again.recipe()) == pieces(cfg.recipe()) and again.recipe().name == cfg.recipe().name
+    assert pieces(again.build_recipe()) == pieces(cfg.build_recipe()) and again.build_recipe().name == cfg.build_recipe().name
 
 
 def test_recipe_on_the_command_line(capsys):
     assert main(["bandit", "--recipe", "deepseek", "--kl", "reward:k1", "--steps", "20", "--group-size", "4",
                  "--json"]) == 0
     cfg = json.loads(capsys.readouterr().out)["config"]
-    assert (cfg["preset"], cfg["kl"], cfg["baseline"]) == ("deepseek", "reward:k1", "group_mean_std")
+    assert (cfg["recipe"], cfg["kl"], cfg["baseline"]) == ("deepseek", "reward:k1", "group_mean_std")
     cli = train_config(parse("train", ["--recipe", "dr_grpo", "--baseline", "group_mean_std"])[1])
-    assert pieces(cli.recipe()) == {**pieces(preset("dr_grpo")), "baseline": "group_mean_std"}
+    assert pieces(cli.build_recipe()) == {**pieces(preset("dr_grpo")), "baseline": "group_mean_std"}
 
 
 def test_compose_names_pieces_and_refuses_unknown_ones():
@@ -252,7 +252,7 @@ def test_the_demo_table_runs_each_presets_own_pieces():
 
 BAD = [
     (["bandit", "--lr", "abc"], "--lr='abc'"), (["bandit", "--steps", "1.5"], "--steps='1.5'"),
-    (["bandit", "--means", "0.1,,x"], "--means='0.1,,x'"), (["bandit", "--recipe", "ppo"], "preset='ppo'"),
+    (["bandit", "--means", "0.1,,x"], "--means='0.1,,x'"), (["bandit", "--recipe", "ppo"], "recipe='ppo'"),
     (["bandit", "--kl", "loss:k9"], "kl='loss:k9'"), (["bandit", "--bogus"], "--bogus"),
     (["bandit", "--lr"], "--lr"), (["bandit", "stray"], "stray"), (["bandit", "--arms", "x"], "--arms='x'"),
     (["train", "--lr", "abc"], "--lr='abc'"), (["train", "--prompts", "two"], "--prompts='two'"),

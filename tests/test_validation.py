@@ -32,7 +32,7 @@ BANDIT_BAD = [
     ("beta", nan), ("beta", inf), ("beta", -0.1), ("beta", True), ("beta", "0.1"),
     ("baseline", "median"), ("baseline", 3),                 # None is allowed: the preset's own baseline
     ("kl", "loss:k9"), ("kl", 3),                            # None is allowed: the preset's own KL placement
-    ("preset", "ppo"), ("preset", None), ("preset", 3),
+    ("recipe", "ppo"), ("recipe", None), ("recipe", 3),
     ("steps", 0), ("steps", True), ("steps", 2.5), ("steps", "10"),
     ("group_size", 0), ("group_size", True), ("group_size", 4.0),
     ("lr", 0), ("lr", nan), ("lr", inf), ("lr", True), ("lr", "0.1"),
@@ -70,7 +70,7 @@ TRAIN_BAD = [
     ("kl_horizon", 0), ("kl_horizon", nan), ("kl_horizon", inf), ("kl_horizon", True), ("kl_horizon", "1e4"),
     ("kl", "loss:k9"), ("kl", 3),                            # None: the preset's own (allowed)
     ("baseline", "median"), ("baseline", 3),                 # None: the preset's own (allowed)
-    ("preset", "ppo"), ("preset", None), ("preset", ""),
+    ("recipe", "ppo"), ("recipe", None), ("recipe", ""),
     ("clip_eps_high", 0), ("clip_eps_high", 10), ("clip_eps_high", nan), ("clip_eps_high", "0.28"),
     ("aggregation", "sum"), ("aggregation", 3),
     ("group_size", 0), ("group_size", True), ("group_size", 4.0), ("group_size", "8"),
@@ -210,8 +210,8 @@ def test_bandit_flags(flags, needle, capsys):
 @pytest.mark.parametrize("flags,needle", [
     (["--baseline", "median"], "baseline='median'"), (["--steps", "ten"], "--steps='ten'"),
     (["--group-size", "2.5"], "--group-size='2.5'"), (["--lr", "abc"], "--lr='abc'"),
-    (["--means", "0.1,x"], "--means='0.1,x'"), (["--preset", "ppo"], "preset='ppo'"),
-    (["--recipe", "ppo"], "preset='ppo'"), (["--no-such-flag", "1"], "--no-such-flag"), (["--lr"], "--lr"),
+    (["--means", "0.1,x"], "--means='0.1,x'"), (["--recipe", "ppo"], "recipe='ppo'"),
+    (["--no-such-flag", "1"], "--no-such-flag"), (["--lr"], "--lr"),
 ])
 def test_bandit_flags_the_parser_rejects_are_one_line_too(flags, needle, capsys):
     """Text that is not of the field's type (tyro hands the text over; it is read by the field's

@@ -41,7 +41,7 @@ def _numbers(field_: str, values) -> list[float]:
 class BanditConfig:
     """One bandit run. Every field has a default and is checked on construction.
 
-    ``preset`` names a recipe of ``core/recipe.py``; ``kl`` and ``baseline`` left None are filled in
+    ``recipe`` names a preset of ``core/recipe.py``; ``kl`` and ``baseline`` left None are filled in
     from it on construction, so the config says exactly what runs. The preset's surrogate and
     aggregation come with it (on a one-token bandit with one update per rollout neither changes
     the gradient: the ratio is 1 and every completion has one token).
@@ -53,7 +53,7 @@ class BanditConfig:
     """Anchor probabilities π_anchor(k) (K positive numbers summing to 1); None = ``skewed_anchor(K)``."""
     beta: float = setting(0.1, number(ge=0))
     """KL coefficient β ≥ 0 (β = 0 with a KL placement means no anchor pull)."""
-    preset: str = setting("seed", one_of(PRESETS))
+    recipe: str = setting("seed", one_of(PRESETS))
     """The recipe: seed, deepseek, dr_grpo, rloo or dapo_like (``core/recipe.py``); ``kl`` and
     ``baseline`` left None are the preset's own."""
     baseline: str | None = setting(None, optional(one_of(BASELINE_CHOICES)))
@@ -99,7 +99,7 @@ class BanditConfig:
         if abs(sum(self.anchor) - 1) > 1e-6:
             _fail("anchor", self.anchor, f"probabilities must sum to 1 (they sum to {sum(self.anchor):.6g})")
         # the recipe's pieces: the preset's own where None
-        own = self.recipe()
+        own = self.build_recipe()
         self.kl = str(own.kl)
         self.baseline = self.baseline or own.baseline.name
         need = BASELINES[self.baseline].min_group if self.baseline in BASELINES else 1
@@ -114,9 +114,9 @@ class BanditConfig:
     def K(self) -> int:
         return len(self.means)
 
-    def recipe(self) -> Recipe:
+    def build_recipe(self) -> Recipe:
         """The preset with this config's KL placement and baseline (``core/recipe.compose``). With
         baseline 'value' the recipe's baseline is None: the runner supplies a learned value."""
         if self.baseline == "value":
-            return replace(compose(self.preset, kl=self.kl), name=f"{self.preset}, baseline=value", baseline=None)
-        return compose(self.preset, kl=self.kl, baseline=self.baseline)
+            return replace(compose(self.recipe, kl=self.kl), name=f"{self.recipe}, baseline=value", baseline=None)
+        return compose(self.recipe, kl=self.kl, baseline=self.baseline)

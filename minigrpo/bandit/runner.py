@@ -124,7 +124,7 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
                         vectorization_mode="vector_entry_point", means=cfg.means, noise=cfg.noise, sigma=1.0)
     envs.reset(seed=cfg.seed + 1_000_003)                              # seeds the reward draws
     rewards = EnvReward(envs, contexts=torch.zeros(R, dtype=torch.long))  # every run (row) pulls the one bandit
-    recipe = cfg.recipe()
+    recipe = cfg.build_recipe()
     if cfg.baseline == "value":
         recipe = replace(recipe, baseline=LearnedValue(n_prompts=R, lr=0.1))
     opt = LeanAdam(policy.parameters(), lr=cfg.lr)

@@ -89,7 +89,7 @@ def cmd_bandit(flags: dict, settings: dict) -> int:
         return 0
     fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"
     cfg = result.config
-    print(f"bandit: {cfg.K} arms, means {fmt(cfg.means)}, beta={cfg.beta}, preset={cfg.preset}, "
+    print(f"bandit: {cfg.K} arms, means {fmt(cfg.means)}, beta={cfg.beta}, recipe={cfg.recipe}, "
           f"baseline={cfg.baseline}, kl={cfg.kl}, G={cfg.group_size}, steps={cfg.steps}, seed={cfg.seed}\n"
           f"  anchor          {fmt(summary['anchor'])}\n  policy          {fmt(summary['policy'])}\n"
           f"  optimum pi*     {fmt(summary['optimum'])}\n  KL(pi || pi*)   {summary['kl_to_optimum']:.3e}\n"
@@ -218,10 +218,10 @@ COMMANDS = {
     "demo": Command("the main job: a complete run that writes plots and metrics into a run folder", cmd_demo,
                     DemoFlags),
     "bandit": Command("train GRPO on a K-armed bandit and compare with the exact optimum pi*", cmd_bandit,
-                      BanditFlags, "minigrpo.bandit.config:BanditConfig", {"preset": ("--recipe",)}),
+                      BanditFlags, "minigrpo.bandit.config:BanditConfig", {}),
     "train": Command("GRPO on a language model: a task, an anchor, a run folder with metrics and checkpoints",
                      cmd_train, TrainFlags, "minigrpo.runs.config:TrainConfig",
-                     {"preset": ("--recipe",), "prompts_per_step": ("--prompts",), "reward_weights": ("--reward",)}),
+                     {"prompts_per_step": ("--prompts",), "reward_weights": ("--reward",)}),
     "sft": Command("train a tiny GPT-2 anchor on a task by supervised fine-tuning", cmd_sft, SFTFlags,
                    "minigrpo.lm.sft:SFTConfig"),
     "reward-model": Command("train a Bradley-Terry reward model from preferences, labels or a synthetic rater",

@@ -12,7 +12,7 @@ piece           what it decides                                             modu
 Presets are recipes with the pieces their papers use. Change one piece with
 ``dataclasses.replace(preset, baseline=LEAVE_ONE_OUT)``, or by name with
 ``compose("deepseek", kl="reward:k1")`` — the way a config file or a flag says it
-(``preset: deepseek`` then ``kl: reward:k1``): every piece has a name in a registry below.
+(``recipe: deepseek`` then ``kl: reward:k1``): every piece has a name in a registry below.
 """
 from __future__ import annotations
 

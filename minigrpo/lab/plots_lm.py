@@ -1,6 +1,6 @@
 """Plots for language-model runs: pure functions from the run's metric records to a ``Figure``.
 
-At the edge like ``viz.py``: nothing in the core imports it; no pyplot, so it works headless.
+At the edge like ``lab/plots.py``: nothing in the core imports it; no pyplot, so it works headless.
 The records are the lines of a run folder's ``metrics.jsonl`` (``TrainResult.metrics``).
 """
 from __future__ import annotations

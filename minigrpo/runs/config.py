@@ -66,10 +66,10 @@ def read_settings_file(cls, path: str | Path) -> dict:
 class TrainConfig:
     """Every setting of an LM GRPO run (defaulted, validated on construction; also a YAML/JSON file).
 
-    ``preset`` names a recipe of ``core/recipe.py``; each piece left None (``kl``, ``baseline``,
+    ``recipe`` names a preset of ``core/recipe.py``; each piece left None (``kl``, ``baseline``,
     ``clip_eps``, ``clip_eps_high``, ``aggregation``) is filled in from it on construction, so the
     config — and a run's saved config.json — says exactly what runs. (To switch the preset of an
-    existing config, set the pieces back to None: ``replace(cfg, preset="rloo", **dict.fromkeys(PIECES))``.)
+    existing config, set the pieces back to None: ``replace(cfg, recipe="rloo", **dict.fromkeys(PIECES))``.)
     """
 
     task: str = "addition"                 # a name in tasks.TASKS
@@ -82,7 +82,7 @@ class TrainConfig:
     kl_horizon: float = setting(10_000.0, number(gt=0))   # the adaptive β's horizon in samples: smaller reacts faster
     # The recipe: seed, deepseek, dr_grpo, rloo or dapo_like (core/recipe.py). The pieces below that are left None
     # are the preset's own.
-    preset: str = setting("seed", one_of(PRESETS))
+    recipe: str = setting("seed", one_of(PRESETS))
     # KL placement and estimator: reward:k1|k2|k3, loss:k1|k2|k3 or none; None: the preset's (seed: reward:k1).
     kl: str | None = setting(None, optional(one_of(KLS)))
     # Advantage baseline (core/advantages.py); None: the preset's (seed: group_mean).
@@ -138,7 +138,7 @@ class TrainConfig:
         self.task_obj = checked_task("TrainConfig", self.task, self.task_args)
         check_fields(self)
         # the recipe's pieces: the preset's own where None (compose also makes clip_eps alone symmetric)
-        for name, value in pieces(self.recipe()).items():
+        for name, value in pieces(self.build_recipe()).items():
             setattr(self, name, value)
         if BASELINES[self.baseline].min_group > self.group_size:
             _fail("group_size", self.group_size, f"baseline {self.baseline!r} needs a group of at least "
@@ -177,9 +177,9 @@ class TrainConfig:
         return cls(**read_settings_file(cls, path))
 
     # --- the pieces it composes --------------------------------------------------------------------
-    def recipe(self) -> Recipe:
+    def build_recipe(self) -> Recipe:
         """The preset with this config's pieces (``core/recipe.compose``)."""
-        return compose(self.preset, **{name: getattr(self, name) for name in PIECES})
+        return compose(self.recipe, **{name: getattr(self, name) for name in PIECES})
 
     def beta_controller(self):
         return FixedBeta(float(self.beta)) if self.kl_target is None else \

@@ -1,6 +1,6 @@
 """A GRPO training run on a language model: config, run folder, metrics, checkpoints, resume.
 
-The step itself is ``train.grpo_step`` — the very function that trains the bandit. This module
+The step itself is ``core/step.grpo_step`` — the very function that trains the bandit. This module
 only feeds it prompts from a task, scores completions with the task's reward, and keeps records:
 
     for t in steps:
@@ -161,7 +161,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         reward = RewardSet(tokenizer, rewards, combine=cfg.reward_combine)
     else:
         reward = rewards
-    recipe, beta_ctl = cfg.recipe(), cfg.beta_controller()
+    recipe, beta_ctl = cfg.build_recipe(), cfg.beta_controller()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = adamw(params, lr=cfg.lr)
     warm = cfg.warmup_steps
