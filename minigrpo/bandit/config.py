@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from minigrpo.bandit.arms import ArmRewards
 from minigrpo.core.advantages import BASELINES
@@ -27,7 +27,7 @@ def _fail(field_: str, value, allowed: str):
 def _numbers(field_: str, values) -> list[float]:
     """A sequence of numbers as floats, or a ValueError naming the field (a string is not a sequence of
     numbers here: "0.5" would otherwise become [0.0, 0.5])."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         _fail(field_, values, "must be a sequence of numbers, e.g. [0.2, 0.5, 0.9]")
     out = []
     for v in values:

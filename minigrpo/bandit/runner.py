@@ -28,7 +28,8 @@ from minigrpo.core.optimum import expected_reward, kl_divergence, optimal_policy
 from minigrpo.bandit.policies import TabularSoftmaxPolicy
 from minigrpo.bandit.envs import EnvReward
 from minigrpo.core.step import train
-from minigrpo.bandit.config import BanditConfig, _fail
+from minigrpo.core.validate import refuse
+from minigrpo.bandit.config import BanditConfig
 
 @contextmanager
 def single_thread():
@@ -108,10 +109,10 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     betas_t = torch.tensor([cfg.beta] if betas is None else [float(b) for b in betas], dtype=torch.float64)
     if betas is not None:
         if len(betas_t) == 0:
-            _fail("betas", list(betas), "a non-empty list of β values")
+            refuse("run_bandit", "betas", list(betas), "must be a non-empty list of β values")
         for b in betas_t.tolist():
             if not (math.isfinite(b) and b >= 0):
-                _fail("beta", b, "a finite number ≥ 0")
+                refuse("run_bandit", "beta", b, "must be a finite number ≥ 0")
     R, K = len(betas_t), cfg.K
     gen = torch.Generator().manual_seed(cfg.seed)
 

@@ -25,7 +25,7 @@ from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_tra
 from minigrpo.lm.tasks import Problem, Task, make_task
 from minigrpo.lm.tokens import char_tokenizer, encode_prompts
 from minigrpo.core.validate import SEED, check_fields, integer, is_int, number, optional, refuse, setting
-from minigrpo.lm.tasks import checked_task
+from minigrpo.lm.tasks import TaskWithCarelessAnswers, checked_task
 
 
 def _fail(name, value, allowed):
@@ -52,7 +52,7 @@ class SFTConfig:
         check_fields(self)
         if self.careless is None:
             self.careless = task.sft_careless
-        if self.careless and not hasattr(task, "careless_answer"):
+        if self.careless and not isinstance(task, TaskWithCarelessAnswers):
             _fail("careless", self.careless, f"needs a task with careless answers; task {self.task!r} has none "
                                              "(addition has)")
         if isinstance(self.shape, dict):

@@ -19,7 +19,7 @@ from minigrpo.core.kl import AdaptiveBeta, FixedBeta
 from minigrpo.core.recipe import AGGREGATIONS, KLS, PIECES, PRESETS, Recipe, compose, pieces
 from minigrpo.core.validate import (FLAG, SEED, Rule, check_fields, integer, is_real, number, one_of, optional,
                                     read_settings, refuse, setting, text)
-from minigrpo.lm.tasks import checked_task, in_test_split, make_task
+from minigrpo.lm.tasks import TaskWithSteps, checked_task, in_test_split, make_task
 from minigrpo.rewards.checks import TASK_COMPONENTS
 from minigrpo.rewards.compose import COMBINE
 from minigrpo.rewards.labels import labels_to_pairs, load_labels
@@ -158,7 +158,7 @@ class TrainConfig:
                                                      "names 'reward_model'")
         if self.kl_target is not None and not self.beta > 0:
             _fail("kl_target", self.kl_target, "needs beta > 0 (an adaptive β starts from beta)")
-        if "steps" in self.reward_weights and not hasattr(self.task_obj, "steps"):
+        if "steps" in self.reward_weights and not isinstance(self.task_obj, TaskWithSteps):
             _fail("reward_weights", self.reward_weights, f"'steps' needs a multi-step task; {self.task!r} has none")
 
     # --- construction from files and flags ----------------------------------------------------------
