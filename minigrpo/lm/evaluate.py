@@ -20,12 +20,12 @@ def greedy_completions(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, pro
         ro = sample_group(policy, ids, 1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
                           pad_id=tokenizer.pad_token_id, top_k=1,
                           generator=torch.Generator(device=device).manual_seed(0))      # greedy: the draw is moot
-        out += [row[0] for row in decode_completions(tokenizer, ro.completions, ro.mask)]
+        out += [row[0] for row in decode_completions(tokenizer, ro.completions, ro.mask, prompts=ids)]
     return out
 
 
 def accuracy(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, task: Task, problems: list[Problem],
              max_new_tokens: int) -> float:
-    """Fraction of ``problems`` whose greedy completion is exactly the answer."""
+    """Fraction of ``problems`` whose greedy completion is the answer (whitespace around either ignored)."""
     texts = greedy_completions(policy, tokenizer, [p.prompt for p in problems], max_new_tokens)
-    return sum(t == p.answer for t, p in zip(texts, problems)) / len(problems)
+    return sum(t.strip() == p.answer.strip() for t, p in zip(texts, problems)) / len(problems)

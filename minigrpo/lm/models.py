@@ -34,10 +34,10 @@ def pick_device(name: str = "auto") -> torch.device:
 class TinyGPT2:
     """Shape of a from-scratch GPT-2 small enough to train on a laptop CPU in minutes."""
 
-    n_layer: int = 2
-    n_embd: int = 96
-    n_head: int = 4
-    n_positions: int = 48
+    n_layer: int = 2           # transformer blocks
+    n_embd: int = 96           # width of the residual stream (a multiple of n_head)
+    n_head: int = 4            # attention heads
+    n_positions: int = 48      # context length in tokens: the longest prompt + completion it can hold
 
     def config(self, tokenizer):
         from transformers import GPT2Config
@@ -78,10 +78,12 @@ def _looks_like_path(name: str) -> bool:
 def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
     """(model, tokenizer) from a local folder written by ``save_pretrained`` or a hub id (``gpt2``).
 
-    A tokenizer without a pad token gets its EOS as pad (GPT-2's usual arrangement); one without an
-    EOS is refused (see ``tokens.check_tokenizer``).
+    Any causal-LM architecture (GPT-2, Llama, Qwen2, …) with its own tokenizer. A tokenizer without a
+    pad token gets its EOS as pad (GPT-2's usual arrangement), and so do the model's config and
+    generation config when they name no pad; a tokenizer without an EOS is refused (see
+    ``tokens.check_tokenizer``). Padding is on the left.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from minigrpo.lm.tokens import check_tokenizer
 
@@ -96,7 +98,7 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
     src = str(path) if path.exists() else name
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(src)
+            tokenizer = load_tokenizer(src)
             model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(src)
     except OSError as e:
         raise OSError(f"could not load model {name!r}: no local folder by that name, and the Hugging Face hub "
@@ -105,7 +107,28 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
         tokenizer.pad_token = tokenizer.eos_token
     check_tokenizer(tokenizer)
     tokenizer.padding_side = "left"
+    for config in (model.config, model.generation_config):   # in transformers 5 not every config declares a pad
+        if config is not None and getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
+
+
+def load_tokenizer(src: str):
+    """The tokenizer of a folder or hub id. A folder whose ``tokenizer_config.json`` names the generic
+    class (``TokenizersBackend``/``PreTrainedTokenizerFast``) loads its ``tokenizer.json`` as written:
+    ``AutoTokenizer`` in transformers 5 would otherwise, for some model types (qwen2, phi3, …), swap
+    in that architecture's own tokenizer class, which rebuilds the pre-tokenizer and special tokens
+    and so encodes a custom tokenizer's text differently from how it was saved."""
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = Path(src)
+    if (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file():
+        declared = json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class")
+        if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(src)
+    return AutoTokenizer.from_pretrained(src)
 
 
 def add_lora(model, r: int = 8, alpha: int | None = None, target_modules=None):

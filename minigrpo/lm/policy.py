@@ -32,6 +32,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from minigrpo.core.loss import AutogradGradient
+from minigrpo.lm.decoding import KVCacheDecoder
 
 SHORT_CONTEXT = 512      # "auto" attention on a CPU: plain attention up to this many positions
 
@@ -121,6 +122,14 @@ def is_peft_model(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+def cache_name(model) -> str:
+    """What this transformers calls the key/value cache argument: ``cache`` (≥ 5.x), else ``past_key_values``."""
+    import inspect
+
+    base = model.get_base_model() if is_peft_model(model) else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class CausalLMPolicy(AutogradGradient, nn.Module):
     """π_θ(y | x) given by a Hugging Face ``AutoModelForCausalLM`` (GPT-2 family and alike).
 
@@ -150,6 +159,7 @@ class CausalLMPolicy(AutogradGradient, nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.attention = attention
         self.model_attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        self.cache_name = cache_name(model)
         disable_dropout(model)
         fuse_activations(model)
         if gradient_checkpointing:
@@ -283,11 +293,11 @@ class CausalLMPolicy(AutogradGradient, nn.Module):
             if T == 1:
                 logits = first
             else:
-                cache = out.past_key_values
+                cache = out[self.cache_name]
                 cache.batch_repeat_interleave(G)                                          # (P·G) rows
                 pos = start + torch.arange(T - 1, device=start.device)                    # (P·G, T−1)
                 rest = self.model(input_ids=y[:, :-1], attention_mask=attn,
-                                  position_ids=pos, past_key_values=cache, use_cache=True)
+                                  position_ids=pos, use_cache=True, **{self.cache_name: cache})
                 logits = torch.cat([first, rest.logits], 1)                               # (P·G, T, V)
         return rearrange(token_logp(logits, y), "(P G) T -> P G T", P=P)
 
@@ -348,53 +358,3 @@ class _AdapterOffDecoder:
     def step(self, y):
         with self.policy.model.disable_adapter():
             return self.inner.step(y)
-
-
-class KVCacheDecoder:
-    """Incremental decoding with the model's key/value cache.
-
-    The prompt batch (P, L) runs once; its keys and values are repeated G times (prompt-major,
-    matching P × G) into a cache preallocated for all L + T positions (transformers' ``StaticCache``);
-    every later step feeds only the G·P tokens just drawn and writes their keys and values in place.
-    A cache that grows by concatenation instead copies itself, in a fresh allocation, at every step
-    and layer: that was 40 % of a tiny model's sampling time on a CPU. The attention mask covers all
-    L + T columns from the start (the causal mask hides the columns not yet written).
-    ``step`` returns float32 next-token log-probs (P, G, V) of the last position only.
-    """
-
-    def __init__(self, policy: CausalLMPolicy, prompts: Tensor, G: int, max_new_tokens: int):
-        self.policy, self.prompts, self.G, self.T = policy, prompts, G, max_new_tokens
-        self.cache = None
-        self.mask = None
-        self.pos = None        # (P·G, 1) position id of the next token (skips left padding)
-        self.col = prompts.shape[1]   # cache column of the next token
-
-    def _static_cache(self, prompt_cache) -> object:
-        """The prompt's keys/values (P rows) repeated G times into a cache preallocated for L + T columns."""
-        from transformers import StaticCache
-
-        L = self.prompts.shape[1]
-        cache = StaticCache(config=self.policy.model.config, max_cache_len=L + self.T)
-        for layer, src in zip(cache.layers, prompt_cache.layers):     # keys, values (P, heads, L, d) → (P·G, …)
-            layer.update(*(repeat(kv, "P h L d -> (P G) h L d", G=self.G) for kv in (src.keys, src.values)))
-        return cache
-
-    @torch.no_grad()
-    def step(self, y: Tensor | None) -> Tensor:
-        policy, G = self.policy, self.G
-        P, L = self.prompts.shape
-        with policy.decoding_mode(), policy.autocast():
-            if y is None:                                    # the prompt, once per prompt
-                out, self.mask, self.pos = policy.prompt_pass(self.prompts, G, self.T)     # mask (P·G, L+T)
-                self.cache = self._static_cache(out.past_key_values)
-                logits = repeat(out.logits[:, -1], "P V -> (P G) V", G=G)                     # (P·G, V)
-            else:                                            # one new token per completion
-                if self.col >= L + self.T:
-                    raise ValueError(f"KVCacheDecoder: more than max_new_tokens={self.T} steps were asked for")
-                col = torch.tensor([self.col], device=self.prompts.device)
-                out = policy.model(input_ids=rearrange(y, "P G -> (P G) 1"), attention_mask=self.mask, use_cache=True,
-                                   position_ids=self.pos, past_key_values=self.cache, cache_position=col)
-                self.pos = self.pos + 1
-                self.col += 1
-                logits = out.logits[:, -1]                                                    # (P·G, V)
-        return rearrange(torch.log_softmax(logits.float(), dim=-1), "(P G) V -> P G V", P=P)

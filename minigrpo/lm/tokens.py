@@ -35,7 +35,8 @@ def char_tokenizer(alphabet: str, vocab_size: int | None = None):
                              "alphabet's characters plus <pad>, <eos>, <unk>), or None")
         vocab |= {f"<x{i}>": i for i in range(len(vocab), vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")   # every character a token
+    # every character a token, newlines too (Oniguruma's (?m): "." matches a newline)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
     tok.decoder = decoders.Fuse()                                                # join without spaces
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                    padding_side="left", clean_up_tokenization_spaces=False)
@@ -91,19 +92,56 @@ def left_pad(ids: Tensor, attention_mask: Tensor, pad_id: int) -> Tensor:
     return out.masked_fill(~keep.gather(1, order), pad_id)
 
 
-def decode_completions(tokenizer, completions: Tensor, mask: Tensor) -> list[list[str]]:
-    """Completion ids (P, G, T) → texts [P][G], without the EOS and the padding."""
+def decode_completions(tokenizer, completions: Tensor, mask: Tensor, prompts: Tensor | None = None) -> list[list[str]]:
+    """Completion ids (P, G, T) → texts [P][G], without the EOS and the padding.
+
+    With ``prompts`` (P, L), left-padded: each text is exactly what the model wrote after its prompt,
+    decode(prompt + completion) with the decoded prompt cut off its front. Decoding a completion
+    alone can differ, by the tokenizer's own rules: SentencePiece-style decoders drop the "▁" space
+    of the first token, so a completion " 42" would read "42". Where the decoded prompt is not a
+    prefix of the decoded whole (a prompt cut inside a UTF-8 character, whose last bytes only make a
+    character together with the completion's first), the completion is decoded alone. Without
+    ``prompts``, every completion is decoded alone. No ``clean_up_tokenization_spaces`` either way.
+    """
     P, G, T = completions.shape
-    eos = tokenizer.eos_token_id
-    keep = mask & (completions != eos)
-    rows = completions.tolist()
-    keeps = keep.tolist()
-    return [[tokenizer.decode([t for t, k in zip(rows[p][g], keeps[p][g]) if k]) for g in range(G)] for p in range(P)]
+    keep = mask & (completions != tokenizer.eos_token_id)
+    ids = [[t for t, k in zip(row, ks) if k]
+           for row, ks in zip(completions.reshape(P * G, T).tolist(), keep.reshape(P * G, T).tolist())]  # P·G rows
+    if prompts is None:
+        texts = decode_rows(tokenizer, ids)
+    else:
+        heads = real_prompt_ids(tokenizer, prompts)                                       # P rows
+        head_texts = [h for h in decode_rows(tokenizer, heads) for _ in range(G)]         # P·G, prompt-major
+        whole = decode_rows(tokenizer, [heads[i // G] + row for i, row in enumerate(ids)])  # P·G rows
+        texts = [w[len(h):] if w.startswith(h) else None for w, h in zip(whole, head_texts)]
+        redo = [i for i, t in enumerate(texts) if t is None]        # the decoded prompt is not a prefix
+        for i, text in zip(redo, decode_rows(tokenizer, [ids[i] for i in redo])):
+            texts[i] = text
+    return [texts[p * G:(p + 1) * G] for p in range(P)]
+
+
+def decode_rows(tokenizer, rows: list[list[int]]) -> list[str]:
+    """Rows of ids → texts by the tokenizer's own decoder: special tokens kept as text, no clean-up of
+    spaces. A Rust-backed tokenizer decodes each row straight in ``tokenizers``: the same call its
+    ``decode`` makes, without transformers' check of every id in Python first (for 128 rows of 90 ids,
+    3 ms against 7 ms on a CPU). Row by row, not ``decode_batch``: no thread pool for the same time."""
+    from transformers import PreTrainedTokenizerFast
+
+    if isinstance(tokenizer, PreTrainedTokenizerFast):
+        backend = tokenizer.backend_tokenizer
+        return [backend.decode(row, skip_special_tokens=False) for row in rows]
+    return tokenizer.batch_decode(rows, clean_up_tokenization_spaces=False)
+
+
+def real_prompt_ids(tokenizer, prompts: Tensor) -> list[list[int]]:
+    """Left-padded prompt ids (P, L) → each prompt's ids without the left padding."""
+    from minigrpo.lm.policy import prompt_mask
+
+    mask = prompt_mask(prompts, tokenizer.pad_token_id).tolist()
+    return [[t for t, m in zip(row, ms) if m] for row, ms in zip(prompts.tolist(), mask)]
 
 
 def decode_prompts(tokenizer, prompts: Tensor) -> list[str]:
-    """Left-padded prompt ids (P, L) → texts."""
-    from minigrpo.lm.policy import prompt_mask
-
-    mask = prompt_mask(prompts, tokenizer.pad_token_id)
-    return [tokenizer.decode(row[m].tolist()) for row, m in zip(prompts, mask)]
+    """Left-padded prompt ids (P, L) → texts (``decode_prompts(…)[p] + decode_completions(…, prompts)[p][g]``
+    is the decoded whole row)."""
+    return decode_rows(tokenizer, real_prompt_ids(tokenizer, prompts))

@@ -218,7 +218,7 @@ def policy_preferences(policy, tokenizer, task, rule, n_prompts: int, group_size
                               eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
                               generator=torch.Generator(device=policy.device).manual_seed(int(
                                   torch.randint(0, 2 ** 31, (1,), generator=generator))))
-        for problem, texts in zip(chunk, decode_completions(tokenizer, ro.completions, ro.mask)):
+        for problem, texts in zip(chunk, decode_completions(tokenizer, ro.completions, ro.mask, prompts=ids)):
             scored = [(rule(problem.prompt, c), c) for c in sorted(set(texts))]
             options = [(a, b) for sa, a in scored for sb, b in scored if sa > sb]
             idx = torch.randperm(len(options), generator=generator)[:pairs_per_prompt].tolist()
