@@ -1,6 +1,12 @@
 """Shared pytest hooks."""
 from __future__ import annotations
 
+import os
+
+# No network at test time: a name that is not a local file must fail at once, not after the hub's retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 
 def pytest_terminal_summary(terminalreporter):
     """List each notebook's kernel-start and run seconds (tests/test_notebooks.py), so a stall shows where

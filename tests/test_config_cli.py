@@ -71,7 +71,8 @@ def test_help_shows_the_choices_and_the_defaults(capsys, monkeypatch):
     text = help_text("train", capsys, monkeypatch)
     assert "--recipe {seed,deepseek,dr_grpo,rloo,dapo_like}" in text and "(default: seed)" in text
     assert "--prompts INT, --prompts-per-step INT" in text and "(default: 16)" in text
-    assert "--reward NAME=FLOAT,…, --reward-weights NAME=FLOAT,…" in text and "(default: correct=1.0)" in text
+    assert "--reward NAME=FLOAT,…|None, --reward-weights NAME=FLOAT,…|None" in text and "(default: None)" in text
+    assert "--reward-fn FILE.py:NAME[=WEIGHT], --reward-fns FILE.py:NAME[=WEIGHT]" in text
     assert "--lr FLOAT AdamW learning rate (after a short warm-up) (default: 0.0002)" in text
 
 

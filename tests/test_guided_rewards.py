@@ -160,15 +160,16 @@ def test_task_reward_weights_and_errors(add):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (lambda p, c: float("nan"), "non-finite value nan"),
-    (lambda p, c: math.inf, "non-finite value inf"),
-    (lambda p, c: "good", "not numbers"),
+    (lambda p, c: float("nan"), "returned nan"),
+    (lambda p, c: math.inf, "returned inf"),
+    (lambda p, c: "good", "returned 'good' \\(str\\)"),
 ])
 def test_a_bad_component_is_named(add, bad, match):
     task, tok = add
     prompts, ids = batch_of(tok, ["1+1="], [["2", "3"]])
     reward = RewardSet(tok, {"mine": bad}, name="my_reward")
-    with pytest.raises(ValueError, match=f"my_reward/mine.*{match}|{match}.*"):
+    with pytest.raises(ValueError, match=f"reward function 'mine' {match} \\(on prompt 0 of the batch: prompt "
+                                         "'1\\+1=', completion 0: '2'\\)"):
         reward(prompts, ids)
 
 

@@ -66,9 +66,9 @@ def test_a_plain_function_trains_through_train_lm(tmp_path):
         return completion.count("7") if completion else None
 
     cfg = TrainConfig(task="addition", steps=2, prompts_per_step=4, group_size=4, eval_every=100, eval_size=10,
-                      save_every=0, out=str(tmp_path))
+                      eval_samples=0, save_every=0, out=str(tmp_path))
     res = train_lm(cfg, rewards={"sevens": likes_sevens}, progress=False)
-    assert len(seen) == 2 * 4 * 4
+    assert len(seen) == 2 * 4 * 4 + 2 * 10        # 2 steps of P × G, and greedy answers to 10 held-out prompts twice
     assert "reward/sevens" in res.metrics[-1]
 
 

@@ -173,8 +173,8 @@ def test_require_passes_a_provider_silently():
 
 
 def test_reward_set_refuses_a_component_that_is_neither_kind(tok):
-    with pytest.raises(ValueError, match="component 'x' is 5; give a function f\\(prompt, completion\\) or an object "
-                                         "with score\\(batch\\)"):
+    with pytest.raises(ValueError, match="component 'x' is 5; give a function f\\(prompt, completion\\), "
+                                         "f\\(prompts, completions\\) or an object with score\\(batch\\)"):
         RewardSet(tok, {"x": 5})
 
 

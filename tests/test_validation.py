@@ -95,6 +95,12 @@ TRAIN_BAD = [
     ("save_every", -1), ("save_every", True), ("keep_checkpoints", 0), ("keep_checkpoints", True),
     ("precision", "fp8"), ("precision", None),
     ("lora_r", -1), ("lora_r", True), ("lora_r", 1.5),
+    ("data", 5), ("data", ""), ("test_data", "held_out.jsonl"),          # test_data without data
+    ("test_fraction", 1.0), ("test_fraction", -0.1), ("test_fraction", "a"),
+    ("reward_fns", "r.py:f"), ("reward_fns", {"r.py:f": "x"}), ("reward_fns", {"r.py:f=2": 0.5}),
+    ("reward_weights", {}), ("reward_weights", "correct"),
+    ("eval_samples", -1), ("eval_samples", True), ("stop_after_flat", -1), ("stop_after_flat", 1.5),
+    ("report_to", "tensorboard"), ("report_to", ["tensorbord"]),
     # accepted today, or refused with an error that does not name the setting:
     pytest.param("task_args", [1], marks=TRAINER), pytest.param("task_args", {"foo": 1}, marks=TRAINER),
     pytest.param("task_args", None, marks=TRAINER), pytest.param("task_args", {"digits": True}, marks=TRAINER),

@@ -49,7 +49,8 @@ class TrainFlags:
 class SFTFlags:
     digits: int | None = None          # addition: digits per operand (sets task_args.digits)
     device: str = "auto"               # auto (cuda, then mps, then cpu), or a torch device
-    out: str | None = None             # the anchor's folder; None: a new folder runs/sft-<task>-<date>-<time>
+    # The anchor's folder; None: a new folder runs/sft-<task, or the data file's name>-<date>-<time>.
+    out: str | None = None
 
 
 @dataclass
@@ -135,14 +136,18 @@ def cmd_train(flags: dict, settings: dict) -> int:
     else:
         cfg = train_config(settings, flags["config"], flags["digits"])
         result = train_lm(cfg, progress=not flags["json"])
-    summary = {"run_dir": str(result.run_dir), "anchor_accuracy": result.anchor_accuracy,
-               "final_accuracy": result.final_accuracy, "steps": result.metrics[-1]["step"],
+    nan_to_none = lambda x: None if x != x else x
+    summary = {"run_dir": str(result.run_dir), "anchor_accuracy": nan_to_none(result.anchor_accuracy),
+               "final_accuracy": nan_to_none(result.final_accuracy), "anchor_reward": nan_to_none(result.anchor_reward),
+               "final_reward": nan_to_none(result.final_reward), "steps": result.metrics[-1]["step"],
                "wall_seconds": result.wall_seconds}
     if flags["json"]:
         print(json.dumps(summary))
-    else:
-        print(f"held-out accuracy {summary['anchor_accuracy']:.3f} (anchor) -> {summary['final_accuracy']:.3f} "
-              f"after {summary['steps']} steps, {summary['wall_seconds']:.0f} s; run folder {summary['run_dir']}")
+        return 0
+    said = [f"held-out {what} {summary['anchor_' + key]:.3f} (anchor) -> {summary['final_' + key]:.3f}"
+            for key, what in (("accuracy", "accuracy"), ("reward", "greedy reward")) if summary["anchor_" + key] is not None]
+    print(f"{'; '.join(said) or 'no held-out prompts'} after {summary['steps']} steps, "
+          f"{summary['wall_seconds']:.0f} s; run folder {summary['run_dir']}")
     return 0
 
 
@@ -166,8 +171,9 @@ def cmd_reward_model(flags: dict, settings: dict) -> int:
 
 
 def cmd_sft(flags: dict, settings: dict) -> int:
-    """SFT a fresh tiny GPT-2 into an anchor; without --out it goes to a new run folder, never into the
-    installed package (the shipped anchors are package data)."""
+    """SFT a fresh tiny GPT-2 or --model on a task or on --data into an anchor; without --out it goes to a
+    new run folder (made once the data and the model have loaded), never into the installed package (the
+    shipped anchors are package data)."""
     from minigrpo.lm.models import pick_device
     from minigrpo.lm.sft import SFTConfig, build_anchor
     from minigrpo.runs.lm_run import new_run_dir
@@ -176,10 +182,10 @@ def cmd_sft(flags: dict, settings: dict) -> int:
         settings["task_args"] = {**settings.get("task_args", {}), "digits": flags["digits"]}
     cfg = SFTConfig(**settings)
     pick_device(flags["device"])                # a device this machine lacks fails before a folder is made
-    out = flags["out"] or new_run_dir(Path("runs"), f"sft-{cfg.task}")
-    out = build_anchor(cfg, out, device=flags["device"])
+    new_folder = lambda name: new_run_dir(Path("runs"), f"sft-{name}")    # name: the task or the data file's
+    out = build_anchor(cfg, flags["out"] or new_folder, device=flags["device"])
     print(json.dumps({"out": str(out), **{k: v for k, v in json.loads((out / "sft.json").read_text()).items()
-                                          if k in ("test_accuracy", "final_loss", "wall_seconds")}}))
+                                          if k in ("test_accuracy", "test_loss", "final_loss", "wall_seconds")}}))
     return 0
 
 
@@ -221,9 +227,10 @@ COMMANDS = {
                       BanditFlags, "minigrpo.bandit.config:BanditConfig", {}),
     "train": Command("GRPO on a language model: a task, an anchor, a run folder with metrics and checkpoints",
                      cmd_train, TrainFlags, "minigrpo.runs.config:TrainConfig",
-                     {"prompts_per_step": ("--prompts",), "reward_weights": ("--reward",)}),
-    "sft": Command("train a tiny GPT-2 anchor on a task by supervised fine-tuning", cmd_sft, SFTFlags,
-                   "minigrpo.lm.sft:SFTConfig"),
+                     {"prompts_per_step": ("--prompts",), "reward_weights": ("--reward",),
+                      "reward_fns": ("--reward-fn",)}),
+    "sft": Command("supervised fine-tuning into a GRPO anchor: a tiny GPT-2 on a task, or any model on your data",
+                   cmd_sft, SFTFlags, "minigrpo.lm.sft:SFTConfig"),
     "reward-model": Command("train a Bradley-Terry reward model from preferences, labels or a synthetic rater",
                             cmd_reward_model, NoFlags, "minigrpo.runs.config:RewardModelJob"),
     "bench": Command("time GRPO steps on a fixed workload", cmd_bench, JsonFlag, "minigrpo.runs.speed:BenchConfig"),
@@ -255,15 +262,23 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    import warnings
+
+    from minigrpo.runs.errors import NothingToLearn
+
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"minigrpo: error: {name!r} is not a command; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    plain_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"minigrpo {name}: warning: {message}\n"    # one line each
     try:
         return COMMANDS[name].run(*parse(name, rest))
     except (ValueError, OSError) as e:      # bad settings or paths: one clear line, no traceback
         print(f"minigrpo {name}: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:         # the run went non-finite; its last checkpoint is intact
+    except (FloatingPointError, NothingToLearn) as e:   # non-finite, or nothing to learn; checkpoints intact
         print(f"minigrpo {name}: stopped: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = plain_format

@@ -93,6 +93,7 @@ def _collecting(cls: type, aliases: dict) -> type:
     for f in dataclasses.fields(cls):
         choices = f.metadata["rule"].choices if "rule" in f.metadata else None
         metavar = "{" + ",".join(choices) + "}" + ("|None" if _is_optional(hints[f.name]) else "") if choices else None
+        metavar = f.metadata.get("metavar", metavar)              # a field may spell its own
         ns["__annotations__"][f.name] = Annotated[hints[f.name],
                                                   tyro.conf.arg(aliases=aliases.get(f.name), metavar=metavar)]
         ns[f.name] = dataclasses.field(default=f.default, default_factory=f.default_factory)
@@ -134,12 +135,46 @@ def _one_line(text: str) -> str:
     return " ".join(itertools.takewhile(lambda r: not r.startswith("─"), rows))
 
 
+def merge_repeats(argv: list[str], groups: dict[str, str]) -> list[str]:
+    """A flag of many values may be repeated: ``--reward-fn a.py:f --reward-fn a.py:g=0.2`` becomes one
+    flag with both values, at the first one's place. ``groups`` maps each such flag (and its aliases)
+    to its field, so ``--reward x --reward-weights y`` merge too."""
+    out, seen, i = [], {}, 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name not in groups:
+            out.append(argv[i])
+            i += 1
+            continue
+        values, i = ([value], i + 1) if eq else ([], i + 1)
+        while not eq and i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        if groups[name] in seen:
+            seen[groups[name]].extend(values)
+        else:
+            seen[groups[name]] = values
+            out.append((name, values))
+    return [tok for item in out for tok in ([item[0], *item[1]] if isinstance(item, tuple) else [item])]
+
+
+def _many_flags(config: type | None, aliases: dict) -> dict[str, str]:
+    if config is None:
+        return {}
+    hints = typing.get_type_hints(config)
+    return {flag: f.name for f in dataclasses.fields(config) if _is_many(hints[f.name])
+            for flag in (flag_name(f.name), *aliases.get(f.name, ()))}
+
+
 def parse_flags(prog: str, description: str, flags: type, config: type | None, aliases: dict,
                 argv: list[str]) -> tuple[dict, dict]:
     """(flags, settings) of ``<prog> <argv>``: every field of ``flags`` (given or its default), and the
     fields of ``config`` the command line gave, each read as its declared type. ``aliases`` maps a
-    config field to extra flag names (``{"prompts_per_step": ("--prompts",)}``)."""
+    config field to extra flag names (``{"prompts_per_step": ("--prompts",)}``). A flag of a list or
+    mapping may be repeated (``merge_repeats``)."""
     import tyro
+
+    argv = merge_repeats(list(argv), _many_flags(config, aliases))
 
     parts = [("flags", Annotated[flags, tyro.conf.arg(name="")], field(default_factory=flags))]
     if config is not None:

@@ -81,6 +81,7 @@ class Step:
         extra = {} if self.scored is None else {f"reward/{k}": v for k, v in self.scored.component_means().items()}
         valid = self.scored.valid if self.scored is not None else None
         extra["reward_valid_fraction"] = 1.0 if valid is None else valid.float().mean().item()   # judged at all
+        extra["frac_flat_groups"] = flat_groups(self.r, valid, None if self.scored is None else self.scored.steps)
         if self.grad_norm is not None:
             extra["grad_norm"] = self.grad_norm
         mean_valid = (lambda x: x.mean().item()) if valid is None else \
@@ -98,6 +99,20 @@ class Step:
                                                  self.recipe.surrogate.eps_low, self.recipe.surrogate.eps_high)),
             **extra,
         }
+
+
+def flat_groups(r: Tensor, valid: Tensor | None = None, steps=None) -> float:
+    """The fraction of groups that teach nothing: fewer than two judged completions, or all of them with
+    the same reward (and the same step rewards). Such a group's advantages are 0 whatever the baseline;
+    only the KL term moves the policy there."""
+    ok = torch.ones_like(r, dtype=torch.bool) if valid is None else valid
+    hi = r.masked_fill(~ok, -math.inf).amax(1)
+    lo = r.masked_fill(~ok, math.inf).amin(1)
+    flat = (ok.sum(1) < 2) | (hi == lo)
+    if steps is not None:
+        v = steps.values.masked_fill(~steps.present, 0.0)
+        flat &= (v == v[:, :1]).all(-1).all(-1) & (steps.present == steps.present[:, :1]).all(-1).all(-1)
+    return flat.float().mean().item()
 
 
 def per_token(A: Tensor) -> Tensor:

@@ -103,6 +103,14 @@ class Task:
         """The fixed held-out set used for accuracy: the same n problems on every run."""
         return self.sample(n, "test", torch.Generator().manual_seed(seed))
 
+    def dataset(self, n: int, split: str = "train", seed: int = 0):
+        """``n`` problems of ``split`` as a ``datasets.Dataset`` with ``prompt`` and ``answer`` columns: a
+        task in the form of your data (``lm/data.py``), e.g. to write out with ``.to_json("add.jsonl")``."""
+        import datasets
+
+        problems = self.sample(n, split, torch.Generator().manual_seed(seed))
+        return datasets.Dataset.from_list([{"prompt": p.prompt, "answer": p.answer} for p in problems])
+
     def score(self, prompt: str, completion: str, ended: bool = True) -> dict[str, float]:
         """Named reward components of one completion: ``correct`` (exact answer) and ``format`` (the
         answer's shape, ended by EOS)."""

@@ -24,13 +24,25 @@ from minigrpo.lm.tasks import Task, TaskWithSteps
 
 
 class exact_answer:
-    """1 if the completion text equals ``task.solve(prompt)`` exactly, else 0."""
+    """1 if the completion equals the answer, whitespace around either ignored (a BPE model writes
+    ``" 7"`` for ``7``), else 0. The answer is the row's ``answer`` column when the prompt came with
+    one (your data, or a task's rows), else ``task.solve(prompt)``."""
 
-    def __init__(self, task):
+    def __init__(self, task=None):
         self.task, self.name = task, "correct"
 
+    def answer(self, batch: Completions, p: int) -> str:
+        columns = batch.row_columns(p)
+        if "answer" in columns:
+            return str(columns["answer"]).strip()
+        if self.task is None:
+            raise ValueError(f"the 'correct' check needs an 'answer' column {batch.where(p, None)}; the data has "
+                             f"{sorted(columns) or 'no other columns'}")
+        return self.task.solve(batch.prompts[p])
+
     def score(self, batch: Completions) -> Tensor:
-        return torch.tensor([[float(t == self.task.solve(p)) for t in row] for p, row in zip(batch.prompts, batch.texts)])
+        return torch.tensor([[float(t.strip() == self.answer(batch, p)) for t in row]
+                             for p, row in enumerate(batch.texts)])
 
 
 class answer_format:

@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from minigrpo.core.protocols import RewardComponent, RolloutReward, TextReward
+from minigrpo.core.protocols import RewardComponent, RolloutReward
 from minigrpo.core.scored import Scored, StepRewards
 from minigrpo.core.validate import is_real
+from minigrpo.rewards.functions import RewardFunction
 
 
 # --- the text view a reward reads ------------------------------------------------------------------
@@ -65,17 +66,37 @@ class Completions:
     ended: Tensor
     tokenizer: object
     rollout: object = None
+    rows: list | None = None         # [P] the data rows (lm/data.Row) the prompts came from, when known
+    source: str | None = None        # where those rows came from (a file), for messages
     _token_text: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def decode(cls, tokenizer, prompt_ids: Tensor, ids: Tensor, rollout=None) -> "Completions":
+    def decode(cls, tokenizer, prompt_ids: Tensor, ids: Tensor, rollout=None, rows=None,
+               source: str | None = None) -> "Completions":
         from minigrpo.core.sampling import completion_mask
         from minigrpo.lm.tokens import decode_completions, decode_prompts
 
         eos = tokenizer.eos_token_id
         mask = completion_mask(ids, eos)                     # up to and including the first EOS
         return cls(prompt_ids, ids, mask, decode_prompts(tokenizer, prompt_ids),
-                   decode_completions(tokenizer, ids, mask), (ids == eos).any(-1), tokenizer, rollout)
+                   decode_completions(tokenizer, ids, mask, prompts=prompt_ids), (ids == eos).any(-1), tokenizer,
+                   rollout, rows, source)
+
+    def row_prompts(self) -> list:
+        """The prompts as the data wrote them (a string, or chat messages); the decoded texts without rows."""
+        return self.prompts if self.rows is None else [r.prompt for r in self.rows]
+
+    def row_columns(self, p: int) -> dict:
+        """The other columns of prompt p's row ({} without rows): what reward functions receive by name."""
+        return {} if self.rows is None else self.rows[p].columns
+
+    def where(self, p: int, g: int | None) -> str:
+        """Where a completion came from, for messages: its data row and texts, or its (p, g) position."""
+        row = None if self.rows is None else self.rows[p].index
+        prompt = self.prompts[p] if len(self.prompts[p]) <= 40 else self.prompts[p][:39] + "…"
+        place = f"on row {row} of data {self.source!r}" if row is not None else f"on prompt {p} of the batch"
+        text = "" if g is None else f", completion {g}: {self.texts[p][g][:40]!r}"
+        return f"({place}: prompt {prompt!r}{text})"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -167,20 +188,34 @@ class RewardSet(RolloutReward):
         for k, spec in components.items():
             fn, w = spec if isinstance(spec, tuple) else (spec, 1.0)
             if not (callable(fn) or isinstance(fn, RewardComponent)):
-                raise ValueError(f"RewardSet: component {k!r} is {fn!r}; give a function f(prompt, completion) "
-                                 "or an object with score(batch)")
+                raise ValueError(f"RewardSet: component {k!r} is {fn!r}; give a function f(prompt, completion), "
+                                 "f(prompts, completions) or an object with score(batch)")
             if not is_real(w):
                 raise ValueError(f"RewardSet: weight of {k!r} is {w!r}; weights must be finite numbers")
+            if not isinstance(fn, RewardComponent):          # a plain function: called in its own signature
+                fn = RewardFunction(fn, k)
             self.components[k], self.weights[k] = fn, float(w)
 
     def __call__(self, prompts: Tensor, completions: Tensor, rollout=None) -> Scored:
         return self.score(Completions.decode(self.tokenizer, prompts, completions, rollout))
 
+    def bind(self, rows: list, source: str | None = None) -> "RolloutReward":
+        """This reward for one batch of data rows: components see each prompt's row (its columns)."""
+        return _BoundRewardSet(self, rows, source)
+
+    def check_columns(self, columns, source: str) -> None:
+        """Refuse, before the run, a reward function that asks for a column the data lacks."""
+        for fn in self.components.values():
+            if isinstance(fn, RewardFunction):
+                fn.check_columns(columns, source)
+
     def score(self, batch: Completions) -> Scored:
         P, G, T = batch.shape
         values, applicable, steps, outcome = {}, {}, [], []
         for k, fn in self.components.items():
-            out = fn.score(batch) if isinstance(fn, RewardComponent) else self._per_completion(fn, batch, k)
+            out = fn.score(batch)
+            if isinstance(fn, RewardFunction) and not fn.batched:
+                out = self._maybe_steps(out, batch, k)
             if isinstance(out, StepRewards):
                 steps.append(out.scaled(self.weights[k]))
                 values[k], applicable[k] = out.per_completion, out.present.any(-1)
@@ -189,7 +224,8 @@ class RewardSet(RolloutReward):
             outcome.append(k)
         filled = {k: fill_not_applicable(values[k], applicable[k]) for k in outcome}
         r = COMBINE[self.combine](filled, self.weights) if filled else torch.zeros(P, G)
-        valid = torch.stack([applicable[k] for k in outcome]).any(0) if outcome else None
+        judges = [k for k in outcome if self.weights[k] != 0] or outcome     # weight-0 parts are only logged
+        valid = torch.stack([applicable[k] for k in judges]).any(0) if judges else None
         if valid is not None and bool(valid.all()):
             valid = None
         return Scored(torch.as_tensor(r, dtype=torch.get_default_dtype()),
@@ -225,11 +261,10 @@ class RewardSet(RolloutReward):
                              "component does not apply")
         return vals.to(torch.get_default_dtype()), ok
 
-    def _per_completion(self, fn: TextReward, batch: Completions, k: str):
-        """Call a plain f(prompt, completion) on every completion: (P,G) values with None, or steps."""
+    def _maybe_steps(self, outs: list, batch: Completions, k: str):
+        """A per-completion function's [P][G] outputs: as they are, or ``StepRewards`` when it returned lists."""
         P, G, T = batch.shape
         name = f"{self.name}/{k}"
-        outs = [[fn(batch.prompts[p], batch.texts[p][g]) for g in range(G)] for p in range(P)]
         if not any(isinstance(o, (list, tuple)) for row in outs for o in row):
             return outs
         # a list per completion: step rewards, one per step of the text
@@ -250,13 +285,9 @@ class RewardSet(RolloutReward):
                     raise ValueError(f"reward component {name!r} returned {len(o)} step rewards for completion "
                                      f"({p}, {g}) {batch.texts[p][g]!r}, which has {len(cut)} steps cut at "
                                      f"{self.step_separators!r}; return one value (or None) per step")
-                for s, (x, (end, _)) in enumerate(zip(o, cut)):
-                    if x is None:
-                        continue
-                    if not isinstance(x, (int, float)) or x != x or abs(x) == float("inf"):
-                        raise ValueError(f"reward component {name!r} returned step reward {x!r} for ({p}, {g}) "
-                                         f"step {s}; step rewards must be finite numbers or None")
-                    values[p, g, s], ends[p, g, s], present[p, g, s] = float(x), end, True
+                for s, (x, (end, _)) in enumerate(zip(o, cut)):      # each x is a finite float or None
+                    if x is not None:
+                        values[p, g, s], ends[p, g, s], present[p, g, s] = x, end, True
         return StepRewards(values, ends, present)
 
 
@@ -265,3 +296,14 @@ def _rows(out):
         if isinstance(row, Tensor):
             row = row.tolist()
         yield list(row) if isinstance(row, (list, tuple)) else [row]
+
+
+class _BoundRewardSet(RolloutReward):
+    """A ``RewardSet`` for one batch of data rows (``RewardSet.bind``)."""
+
+    def __init__(self, reward_set: RewardSet, rows: list, source: str | None):
+        self.reward_set, self.rows, self.source, self.name = reward_set, rows, source, reward_set.name
+
+    def __call__(self, prompts: Tensor, completions: Tensor, rollout=None) -> Scored:
+        rs = self.reward_set
+        return rs.score(Completions.decode(rs.tokenizer, prompts, completions, rollout, self.rows, self.source))

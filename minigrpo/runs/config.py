@@ -27,6 +27,8 @@ from minigrpo.rewards.preferences import RATERS, load_preferences, synthetic_pre
 from minigrpo.rewards.reward_model import RMTrainConfig
 
 PRECISIONS = ("fp32", "bf16")
+# built-in components that read nothing but the answer column and the text (a task's 'format' and 'steps' need it)
+DATA_COMPONENTS = ("correct", "length", "safety", "reward_model")
 
 
 def _fail(name, value, allowed):
@@ -72,9 +74,17 @@ class TrainConfig:
     existing config, set the pieces back to None: ``replace(cfg, recipe="rloo", **dict.fromkeys(PIECES))``.)
     """
 
-    task: str = "addition"                 # a name in tasks.TASKS
+    task: str = "addition"                 # a built-in task (addition, chain, judge); unused when data is given
     task_args: dict = field(default_factory=dict)   # e.g. {"digits": 3}
-    # "tiny": the task's shipped SFT anchor; or a save_pretrained folder or a hub id such as gpt2.
+    # Your prompts instead of a task: a .jsonl/.csv/.parquet file, a save_to_disk folder or a hub dataset name, with a
+    # 'prompt' column (text or chat messages); the other columns reach reward functions by name.
+    data: str | None = setting(None, optional(text("must be a data file, a save_to_disk folder or a hub dataset name")))
+    # Held-out prompts for evaluation (same form as data); None: the test split of a DatasetDict folder, else
+    # test_fraction of data.
+    test_data: str | None = setting(None, optional(text("must be a data file, a folder or a hub dataset name")))
+    # Fraction of data held out for evaluation, fixed by a hash of each prompt (0: none).
+    test_fraction: float = setting(0.1, number(ge=0, lt=1))
+    # "tiny": the task's shipped SFT anchor; or a save_pretrained folder (e.g. from `minigrpo sft`) or a hub id.
     model: str = setting("tiny", text("must be 'tiny', a save_pretrained folder or a hub id such as 'gpt2'"))
     beta: float = setting(0.02, number(ge=0))             # KL coefficient β (initial β when kl_target is set)
     # Adapt β toward this KL per completion (Ziegler et al. 2019); None: a fixed β.
@@ -107,8 +117,12 @@ class TrainConfig:
     temperature: float = setting(1.0, number(gt=0))       # sampling temperature
     top_k: int | None = setting(None, optional(integer(1)))             # sample from the k likeliest tokens; None: all
     top_p: float | None = setting(None, optional(number(gt=0, le=1)))   # nucleus sampling; None: off
-    # Reward components and their weights: correct, format, length, safety, steps (checks.py), reward_model.
-    reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+    # Built-in reward components and their weights: correct, format, length, safety, steps (checks.py), reward_model;
+    # None: {correct: 1}, or none when reward_fns are given. With data, 'correct' compares with the answer column.
+    reward_weights: dict[str, float] | None = None
+    # Your reward functions and their weights: FILE.py:NAME or package.module:NAME → weight (the flag repeats:
+    # --reward-fn rewards.py:exact=1.0 --reward-fn rewards.py:short=0.2). Signatures: rewards/functions.py.
+    reward_fns: dict[str, float] = field(default_factory=dict, metadata={"metavar": "FILE.py:NAME[=WEIGHT]"})
     # "sum": Σ w·c; "normalised": each component z-scored in its group first.
     reward_combine: str = setting("sum", one_of(COMBINE))
     # Strings the "safety" component penalises.
@@ -118,8 +132,17 @@ class TrainConfig:
     # A reward-model folder (reward_model.py, or any HF sequence classifier): the "reward_model" component.
     reward_model: str | None = setting(None, optional(text("must be a reward-model folder")))
     seed: int = setting(0, SEED)                          # problem draws and sampling
-    eval_every: int = setting(25, integer(1))             # held-out accuracy every N steps (and at steps 0 and last)
-    eval_size: int = setting(200, integer(1))             # held-out problems
+    eval_every: int = setting(25, integer(1))             # evaluate on held-out prompts every N steps (and at 0 and last)
+    eval_size: int = setting(200, integer(1))             # held-out prompts evaluated (at most)
+    # Completions sampled per held-out prompt for eval/sampled/* and pass@k; 0: greedy decoding only.
+    eval_samples: int = setting(4, integer(0))
+    # Stop when each of the first N steps taught nothing (every group's rewards equal, or no completion judged);
+    # 0: never stop.
+    stop_after_flat: int = setting(20, integer(0))
+    # Also log to tensorboard, trackio or wandb (the run folder's metrics.jsonl is always written).
+    report_to: list[str] = setting(factory=list, rule=Rule(
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(w, str) for w in v),
+        "must be a list of names: tensorboard, trackio, wandb"))
     sample_every: int = setting(25, integer(1))           # log sample completions every N steps
     save_every: int = setting(50, integer(0))             # checkpoint every N steps (and at the last); 0: only at the end
     keep_checkpoints: int = setting(2, integer(1))        # newest checkpoints kept
@@ -143,9 +166,8 @@ class TrainConfig:
         if BASELINES[self.baseline].min_group > self.group_size:
             _fail("group_size", self.group_size, f"baseline {self.baseline!r} needs a group of at least "
                                                  f"{BASELINES[self.baseline].min_group}")
-        allowed = TASK_COMPONENTS + ("reward_model",)
-        if not isinstance(self.reward_weights, dict) or not self.reward_weights:
-            _fail("reward_weights", self.reward_weights, "must be a non-empty mapping of component name → weight")
+        self._check_data_and_rewards()
+        allowed = TASK_COMPONENTS + ("reward_model",) if self.data is None else DATA_COMPONENTS
         for k, w in self.reward_weights.items():
             if k not in allowed:
                 _fail("reward_weights", self.reward_weights, f"component {k!r} is unknown; choose from {list(allowed)}")
@@ -160,6 +182,34 @@ class TrainConfig:
             _fail("kl_target", self.kl_target, "needs beta > 0 (an adaptive β starts from beta)")
         if "steps" in self.reward_weights and not isinstance(self.task_obj, TaskWithSteps):
             _fail("reward_weights", self.reward_weights, f"'steps' needs a multi-step task; {self.task!r} has none")
+
+    def _check_data_and_rewards(self) -> None:
+        from minigrpo.rewards.functions import parse_spec
+        from minigrpo.runs.report import check_report_to
+
+        if self.data is None and self.test_data is not None:
+            _fail("test_data", self.test_data, "needs data (held-out prompts of your own go with your own prompts)")
+        if self.data is not None and self.model == "tiny":
+            _fail("model", self.model, "'tiny' is a built-in task's anchor; with data give a model folder, e.g. the "
+                                       "one `minigrpo sft --model tiny --data FILE --out DIR` writes, or a hub id")
+        if not isinstance(self.reward_fns, dict):
+            _fail("reward_fns", self.reward_fns, "must be a mapping FILE.py:NAME → weight")
+        fns = {}
+        for spec, w in self.reward_fns.items():
+            name, weight = parse_spec(spec)
+            if name != spec and w != 1.0:
+                _fail("reward_fns", self.reward_fns, f"{spec!r} has a weight in its name and another ({w})")
+            fns[name] = weight if name != spec else w
+            if not is_real(fns[name]):
+                _fail("reward_fns", self.reward_fns, f"the weight of {name!r} must be a finite number")
+        self.reward_fns = fns
+        if self.reward_weights is None:
+            self.reward_weights = {} if fns else {"correct": 1.0}
+        if not isinstance(self.reward_weights, dict):
+            _fail("reward_weights", self.reward_weights, "must be a mapping of component name → weight")
+        if not self.reward_weights and not fns:
+            _fail("reward_weights", self.reward_weights, "is empty and no reward_fns are given: the run has no reward")
+        check_report_to(self.report_to)
 
     # --- construction from files and flags ----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -185,8 +235,19 @@ class TrainConfig:
         return FixedBeta(float(self.beta)) if self.kl_target is None else \
             AdaptiveBeta(self.beta, self.kl_target, self.kl_horizon)
 
-    def new_tokens(self) -> int:
-        return self.max_new_tokens or self.task_obj.max_answer_len + 1
+    def new_tokens(self, longest_answer: int = 0) -> int:
+        """max_new_tokens, or: a task's longest answer + EOS; with data, twice the longest answer (or
+        completion) in tokens + EOS, or 64 when the data has neither."""
+        if self.max_new_tokens:
+            return self.max_new_tokens
+        if self.data is None:
+            return self.task_obj.max_answer_len + 1
+        return 2 * longest_answer + 1 if longest_answer else 64
+
+    @property
+    def name(self) -> str:
+        """The run's name: the task's, or the data file's stem."""
+        return self.task if self.data is None else (Path(self.data).stem or "data")
 
 
 @dataclass

@@ -16,6 +16,7 @@ version would restrict to rank 0.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,18 +25,25 @@ import torch
 
 from minigrpo.core.optimizer import adamw
 from minigrpo.runs.config import TrainConfig
+from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
 from minigrpo.runs.folder import RunFolder
+from minigrpo.runs.lm_setup import build_reward, flat_message, flat_samples, prompt_source, sample_rows
+
+
+FLAT_WARNING = 3          # warn after this many steps in a row that taught nothing
 
 
 @dataclass
 class TrainResult:
     run_dir: Path
     metrics: list            # every metrics.jsonl record of this run
-    anchor_accuracy: float   # held-out greedy accuracy at step 0
+    anchor_accuracy: float   # held-out greedy accuracy at step 0 (NaN when the rows have no answer)
     final_accuracy: float    # … after the last step
     policy: object
     tokenizer: object
     wall_seconds: float
+    anchor_reward: float = float("nan")   # held-out greedy reward (eval/greedy/reward) at step 0
+    final_reward: float = float("nan")    # … after the last step
 
 
 def new_run_dir(parent: Path, prefix: str) -> Path:
@@ -56,7 +64,7 @@ def new_run_dir(parent: Path, prefix: str) -> Path:
 def resolve_model(cfg: TrainConfig, progress: bool = True) -> str:
     """The checkpoint behind ``cfg.model``: for "tiny", the task's anchor under assets/anchors (built by
     SFT into ``<out>/anchors`` on first use if it is not shipped)."""
-    if cfg.model != "tiny":
+    if cfg.model != "tiny" or cfg.data is not None:
         return cfg.model
     from minigrpo.lm.sft import SFTConfig, anchor_dir, build_anchor
 
@@ -88,41 +96,29 @@ def build_policy(model_src: str, cfg: TrainConfig, device: torch.device, lora_fr
     return policy, tokenizer
 
 
-def build_reward(cfg: TrainConfig, tokenizer, device=None):
-    """The run's reward from its config: the task's checks weighted by ``reward_weights``, plus the
-    ``reward_model`` component when one is named."""
-    from minigrpo.rewards.checks import task_reward
-
-    weights = dict(cfg.reward_weights)
-    rm_weight = weights.pop("reward_model", None)
-    weights.setdefault("correct", 0.0)       # exactness is always logged (reward/correct), trained only if weighted
-    reward = task_reward(cfg.task_obj, tokenizer, weights, combine=cfg.reward_combine, forbidden=cfg.forbidden)
-    if rm_weight is not None:
-        from minigrpo.rewards.reward_model import RewardModelReward
-
-        reward.components["reward_model"] = RewardModelReward.load(cfg.reward_model, device=device)
-        reward.weights["reward_model"] = float(rm_weight)
-    return reward
-
-
 def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
              on_step: Callable[[dict], None] | None = None, progress: bool = True,
              rewards: dict | Callable | None = None) -> TrainResult:
-    """Run GRPO on ``cfg.task``; or, with ``resume`` (a run folder), continue it from its last checkpoint
-    up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised).
+    """Run GRPO on ``cfg.task`` or ``cfg.data``; or, with ``resume`` (a run folder), continue it from its
+    last checkpoint up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised).
 
     ``rewards`` replaces the configured reward: a mapping name → component or (component, weight) (see
-    ``compose.RewardSet``; a plain ``f(prompt, completion)`` function is a component), or any
-    ``reward_fn(prompts, completions)``. It is code, so it is not saved: pass it again to resume."""
+    ``compose.RewardSet``; a plain ``f(prompt, completion, **columns)`` or TRL-style ``f(prompts,
+    completions, **columns)`` function is a component), or one such function. It is code, so it is not
+    saved: pass it again to resume. Everything that can be checked — the data, the model, the reward
+    functions and the columns they ask for, the prompt lengths — is checked before the run folder is made."""
     from tqdm.auto import tqdm
 
-    from minigrpo.lm.evaluate import accuracy
-    from minigrpo.lm.policy import CausalLMPolicy
-    from minigrpo.lm.models import load_causal_lm, pick_device
-    from minigrpo.lm.tokens import decode_completions, decode_prompts, encode_prompts
     from minigrpo.core.step import grpo_step
+    from minigrpo.lm.data import prompt_text
+    from minigrpo.lm.models import load_causal_lm, pick_device
+    from minigrpo.lm.policy import CausalLMPolicy, context_length
+    from minigrpo.lm.tokens import encode_prompts
+    from minigrpo.runs.evaluation import evaluate
+    from minigrpo.runs.report import open_reporters
 
     t0 = time.perf_counter()
+    ckpt = folder = None
     if resume is not None:
         folder = RunFolder(resume)
         saved = folder.read_config()
@@ -132,35 +128,25 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         if ckpt is None:
             raise FileNotFoundError(f"run folder {str(folder.path)!r} has no checkpoint to resume from")
     else:
-        pick_device(cfg.device)                  # a device this machine lacks fails before a run folder is made
-        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(cfg.out), f"train-{cfg.task}")
-        if (run_dir / "checkpoints" / "latest").exists():
+        run_dir = Path(run_dir) if run_dir is not None else None
+        if run_dir is not None and (run_dir / "checkpoints" / "latest").exists():
             raise FileExistsError(f"run folder {str(run_dir)!r} already holds a run; resume it with "
                                   "--resume, or choose another folder")
-        folder = RunFolder(run_dir).create(cfg.to_dict())
-        ckpt = None
-
-    device = pick_device(cfg.device)
-    task = cfg.task_obj
+    device = pick_device(cfg.device)          # a device this machine lacks fails before a run folder is made
+    source = prompt_source(cfg)
     anchor_src = resolve_model(cfg, progress)
-    T = cfg.new_tokens()
     if ckpt is None or cfg.lora_r:
         policy, tokenizer = build_policy(anchor_src, cfg, device, lora_from=str(ckpt) if ckpt else None)
     else:
         policy, tokenizer = build_policy(str(ckpt), cfg, device)
+    reward = build_reward(cfg, tokenizer, source, device, rewards)
+    T = cfg.new_tokens(source.longest_answer(tokenizer))
+    source.check(tokenizer, T, context_length(policy.model))
     if cfg.lora_r:
         anchor = policy.anchor()               # the same weights, adapter off
     else:
         anchor_model, _ = load_causal_lm(anchor_src, device=device)
         anchor = CausalLMPolicy(anchor_model, tokenizer.pad_token_id, autocast_dtype=policy.autocast_dtype).freeze()
-    if rewards is None:
-        reward = build_reward(cfg, tokenizer, device)
-    elif isinstance(rewards, dict):
-        from minigrpo.rewards.compose import RewardSet
-
-        reward = RewardSet(tokenizer, rewards, combine=cfg.reward_combine)
-    else:
-        reward = rewards
     recipe, beta_ctl = cfg.build_recipe(), cfg.beta_controller()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = adamw(params, lr=cfg.lr)
@@ -168,8 +154,17 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / (warm + 1)))
     data_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    test = task.test_set(cfg.eval_size)
+    test_rows = source.test_rows(cfg.eval_size)
 
+    def run_eval() -> dict:
+        return evaluate(policy, tokenizer, test_rows, reward, T, samples=cfg.eval_samples,
+                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + 2,
+                        source=source.test_name)
+
+    # the anchor's evaluation calls every reward once: a reward that fails does so before a run folder exists
+    first = {"step": 0, **run_eval()} if ckpt is None else None
+    if folder is None:
+        folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
     start = 0
     if ckpt is not None:
         state = RunFolder.load_state(ckpt)
@@ -182,9 +177,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         folder.truncate("metrics.jsonl", start)
         folder.truncate("samples.jsonl", start)
     records = folder.read("metrics.jsonl")
-
-    def evaluate() -> float:
-        return accuracy(policy, tokenizer, task, test, T)
+    reporters = open_reporters(cfg.report_to, folder.path, cfg.to_dict(), folder.path.name)
 
     def checkpoint(step: int) -> None:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -192,41 +185,60 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
                  "beta": float(beta_ctl.value), "step": step}
         folder.save_checkpoint(step, policy.model, tokenizer, state, keep=cfg.keep_checkpoints)
 
-    def emit(record: dict) -> None:
+    def emit(record: dict, samples: list | None = None) -> None:
         folder.append("metrics.jsonl", record)
         records.append(record)
+        listened = record if samples is None else {**record, "samples": flat_samples(samples)}
+        reporters(listened)
         if on_step is not None:
-            on_step(record)
+            on_step(listened)
 
-    if start == 0:
-        emit({"step": 0, "test_accuracy": evaluate()})
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"GRPO {cfg.task}", disable=not progress)
-    for t in range(start + 1, cfg.steps + 1):
-        tic = time.perf_counter()
-        problems = task.sample(cfg.prompts_per_step, "train", data_gen)
-        prompts = encode_prompts(tokenizer, [p.prompt for p in problems]).to(device)        # (P, L)
-        step = grpo_step(policy, anchor, prompts, reward, recipe, beta_ctl.value, optimizer, cfg.group_size,
-                         generator=sample_gen, updates=cfg.updates, max_grad_norm=cfg.max_grad_norm,
-                         max_new_tokens=T, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-        scheduler.step()
-        beta_ctl.update(step)
-        record = {"step": t, **step.metrics(), "lr": scheduler.get_last_lr()[0],
-                  "step_seconds": time.perf_counter() - tic}
-        if t % cfg.eval_every == 0 or t == cfg.steps:
-            record["test_accuracy"] = evaluate()
-        emit(record)
-        if t % cfg.sample_every == 0 or t == cfg.steps:
-            texts = decode_completions(tokenizer, step.rollout.completions[:2, :4], step.rollout.mask[:2, :4])
-            for p, prompt in enumerate(decode_prompts(tokenizer, prompts[:2])):
-                folder.append("samples.jsonl", {"step": t, "prompt": prompt, "answer": problems[p].answer,
-                                                "completions": texts[p], "rewards": step.r[p, :4].tolist()})
-        if (cfg.save_every and t % cfg.save_every == 0) or t == cfg.steps:
-            checkpoint(t)
-        bar.update(1)
-        bar.set_postfix(reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}",
-                        **({"acc": f"{record['test_accuracy']:.2f}"} if "test_accuracy" in record else {}))
-    bar.close()
-    accs = [r["test_accuracy"] for r in records if "test_accuracy" in r]
-    return TrainResult(folder.path, records, accs[0] if accs else float("nan"), accs[-1] if accs else float("nan"),
-                       policy, tokenizer, time.perf_counter() - t0)
+    flat_run, flat_streak, warned = start == 0, 0, False
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"GRPO {cfg.name}", disable=not progress)
+    try:
+        if first is not None:
+            emit(first)
+        for t in range(start + 1, cfg.steps + 1):
+            tic = time.perf_counter()
+            rows = source.train_rows(t, cfg.prompts_per_step, data_gen)
+            prompts = encode_prompts(tokenizer, [prompt_text(tokenizer, r.prompt) for r in rows]).to(device)  # (P, L)
+            step = grpo_step(policy, anchor, prompts, reward.bind(rows, source.name), recipe, beta_ctl.value,
+                             optimizer, cfg.group_size, generator=sample_gen, updates=cfg.updates,
+                             max_grad_norm=cfg.max_grad_norm, max_new_tokens=T, eos_id=tokenizer.eos_token_id,
+                             pad_id=tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
+                             top_p=cfg.top_p)
+            scheduler.step()
+            beta_ctl.update(step)
+            ended = (step.rollout.completions == tokenizer.eos_token_id) & step.rollout.mask
+            record = {"step": t, **step.metrics(), "ended_fraction": ended.any(-1).float().mean().item(),
+                      "lr": scheduler.get_last_lr()[0], "step_seconds": time.perf_counter() - tic}
+            flat_streak = flat_streak + 1 if record["frac_flat_groups"] == 1.0 else 0
+            if flat_streak == FLAT_WARNING and not warned:       # one flat batch is chance; three in a row is not
+                warnings.warn(flat_message(record, step, T), NothingToLearnWarning, stacklevel=2)
+                warned = True
+            flat_run = flat_run and flat_streak > 0
+            if t % cfg.eval_every == 0 or t == cfg.steps:
+                record.update(run_eval())
+            samples = None
+            if t % cfg.sample_every == 0 or t == cfg.steps:
+                samples = sample_rows(tokenizer, step, prompts, rows)
+                for row in samples:
+                    folder.append("samples.jsonl", {"step": t, **row})
+            emit(record, samples)
+            if flat_run and cfg.stop_after_flat and t >= cfg.stop_after_flat:
+                raise NothingToLearn(f"{flat_message(record, step, T)} Stopped after {t} steps that all taught "
+                                     "nothing (run folder kept: " + str(folder.path) + "); to train anyway set "
+                                     "stop_after_flat=0 (--stop-after-flat 0)")
+            if (cfg.save_every and t % cfg.save_every == 0) or t == cfg.steps:
+                checkpoint(t)
+            bar.update(1)
+            bar.set_postfix(reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}",
+                            **({"acc": f"{record['test_accuracy']:.2f}"} if "test_accuracy" in record else {}))
+    finally:
+        bar.close()
+        reporters.close()
+    pick = lambda key: [r[key] for r in records if key in r]
+    accs, rewards_ = pick("test_accuracy"), pick("eval/greedy/reward")
+    nan = float("nan")
+    return TrainResult(folder.path, records, accs[0] if accs else nan, accs[-1] if accs else nan, policy, tokenizer,
+                       time.perf_counter() - t0, rewards_[0] if rewards_ else nan, rewards_[-1] if rewards_ else nan)

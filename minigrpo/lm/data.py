@@ -1,0 +1,365 @@
+"""Your prompts: a dataset read with 🤗 ``datasets``, in the one form every run uses — rows of a prompt
+and columns.
+
+``PromptData.load(PATH)`` reads
+
+==============================  ============================================================
+``problems.jsonl`` / ``.json``   one JSON object per line (``datasets``' "json" builder)
+``problems.csv``                 a header row, then one row per prompt
+``problems.parquet``             Parquet
+a folder                         written by ``Dataset.save_to_disk`` (a ``DatasetDict``: its
+                                 "train" split, and its "test" split as held-out data)
+a hub name                       e.g. ``openai/gsm8k`` (``load_dataset(name)``), for users with
+                                 the Hugging Face hub
+==============================  ============================================================
+
+Every row has a ``prompt``: a string, or a list of chat messages ``[{"role": "user", "content":
+"…"}]`` that the model's chat template turns into text (``prompt_text``). Every other column (an
+``answer``, a ``difficulty``…) travels with the row to the reward functions, which receive it as a
+keyword argument — TRL's convention.
+
+The built-in tasks are prompt sources of the same form: ``TaskPrompts`` draws a task's problems as
+rows with an ``answer`` column, and ``Task.dataset`` writes them out as a ``datasets.Dataset``, so a
+reward written for your data runs on a built-in task unchanged, and the other way round.
+
+Held-out rows are fixed by a hash of the prompt (``tasks.in_test_split``), as for the tasks: the
+same rows are held out on every run and every seed. A step's training rows come from a shuffled
+pass over the data (each row once per epoch); the order is a function of the seed and the step
+alone, so a resumed run draws the rows an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from minigrpo.lm.tasks import Task, in_test_split
+
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One prompt and its other columns.
+
+    ``prompt``   the prompt: a string, or chat messages ``[{"role", "content"}, …]``
+    ``columns``  every other column of the row, by name (what reward functions receive as keywords)
+    ``index``    the row's number in its data (``dataset[index]``, counting from 0); None for a drawn problem
+    """
+
+    prompt: str | list
+    columns: dict = field(default_factory=dict)
+    index: int | None = None
+
+    @property
+    def is_chat(self) -> bool:
+        return isinstance(self.prompt, list)
+
+    def key(self) -> str:
+        """The text whose hash decides the row's split: the prompt, or its messages as JSON."""
+        return self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt, sort_keys=True)
+
+
+def prompt_text(tokenizer, prompt: str | list, where: str = "") -> str:
+    """The text the model reads: a string as it is; chat messages through the tokenizer's chat
+    template, ending with the assistant's turn (``add_generation_prompt=True``)."""
+    if isinstance(prompt, str):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{where}the prompt is a list of chat messages, but the model's tokenizer has no chat "
+                         "template; use a chat model, set tokenizer.chat_template, or give prompts as strings")
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+def _where(source: str, index: int | None) -> str:
+    return f"data {source!r}" + ("" if index is None else f", row {index}") + ": "
+
+
+def _check_prompt(prompt, source: str, index: int) -> None:
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError(f"{_where(source, index)}the prompt is empty; every row needs a non-empty prompt")
+        return
+    ok = isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
+    if not ok:
+        raise ValueError(f"{_where(source, index)}prompt={_short(prompt)} is not allowed; a prompt is a non-empty "
+                         "string or a list of chat messages {'role': ..., 'content': ...}")
+
+
+def _short(value, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _quiet_datasets():
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)     # a failure is reported once, by us
+    return datasets
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name with a file's look (a folder part, a suffix without an owner/ part) is not a hub name."""
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+            or Path(name).suffix.lower() in FORMATS or ("/" not in name and Path(name).suffix != ""))
+
+
+def read_dataset(source: str, split: str = "train"):
+    """A ``datasets.Dataset`` (or a ``DatasetDict`` from a save_to_disk folder) from a file, a folder
+    or a hub name — every failure a ValueError/FileNotFoundError of one line naming the source."""
+    datasets = _quiet_datasets()
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            raise ValueError(f"data {source!r} is a folder but not one written by datasets' save_to_disk (no "
+                             "dataset_info.json or dataset_dict.json); give a .jsonl, .csv or .parquet file")
+        return datasets.load_from_disk(str(path))
+    if path.exists():
+        kind = FORMATS.get(path.suffix.lower())
+        if kind is None:
+            raise ValueError(f"data {source!r}: the file type {path.suffix or '(none)'!r} is not read; use "
+                             f"{', '.join(FORMATS)}, or a folder written by save_to_disk")
+        if path.stat().st_size == 0:
+            raise ValueError(f"data {source!r} is empty; it needs a row per prompt, with a 'prompt' column")
+        try:
+            return datasets.load_dataset(kind, data_files=str(path), split=split)
+        except Exception as e:                      # datasets wraps reader errors in its own types
+            raise ValueError(f"data {source!r} could not be read as {kind.upper()}{_bad_line(path)}: "
+                             f"{_first_line(e)}") from None
+    if _looks_like_path(source):
+        raise FileNotFoundError(f"data {source!r} does not exist; give a .jsonl, .csv or .parquet file, a folder "
+                                "written by save_to_disk, or a hub dataset name")
+    try:
+        return datasets.load_dataset(source, split=split)
+    except Exception as e:
+        raise ValueError(f"data {source!r}: no local file by that name, and the Hugging Face hub did not provide "
+                         f"it ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """The innermost cause's message, first line (datasets wraps a reader's error in its own)."""
+    while (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    text = str(e) or type(e).__name__
+    return text.strip().splitlines()[0][:300]
+
+
+def _bad_line(path: Path) -> str:
+    """For a JSONL file that did not read: the first line that is not a JSON object, if one is."""
+    if path.suffix.lower() != ".jsonl":
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return f" (line {n} is not a JSON object)"
+            except json.JSONDecodeError as e:
+                return f" (line {n} is not valid JSON: {e.msg})"
+    return ""
+
+
+class PromptData:
+    """Rows of prompts and columns from one source (a file, a folder, a hub name or records).
+
+    ``rows``     the rows, in order
+    ``source``   where they came from (named in every message)
+    ``columns``  the column names other than ``prompt``
+    """
+
+    def __init__(self, rows: list[Row], source: str, columns: list[str]):
+        self.rows, self.source, self.columns = rows, source, list(columns)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"PromptData({self.source!r}, {len(self)} rows, columns {['prompt', *self.columns]})"
+
+    @classmethod
+    def load(cls, source, split: str = "train") -> "PromptData":
+        """Read a file, a save_to_disk folder or a hub name (see the module docstring); a folder's
+        ``DatasetDict`` gives its ``split``."""
+        if isinstance(source, PromptData):
+            return source
+        if not isinstance(source, (str, os.PathLike)):
+            return cls.from_dataset(source)
+        source = os.fspath(source)
+        ds = read_dataset(source, split)
+        if isinstance(ds, dict):                           # a DatasetDict from save_to_disk
+            if split not in ds:
+                raise ValueError(f"data {source!r} holds the splits {sorted(ds)}, not {split!r}")
+            ds = ds[split]
+        return cls.from_dataset(ds, source)
+
+    @classmethod
+    def from_dataset(cls, ds, source: str = "dataset") -> "PromptData":
+        """From a ``datasets.Dataset``, or a list of dicts (records)."""
+        if isinstance(ds, list):
+            records, names = ds, sorted({k for r in ds if isinstance(r, dict) for k in r})
+            if not all(isinstance(r, dict) for r in ds):
+                raise ValueError(f"data {source!r}: records must be dicts with a 'prompt' key")
+        elif hasattr(ds, "column_names") and hasattr(ds, "to_list"):
+            records, names = ds.to_list(), list(ds.column_names)
+        else:
+            raise ValueError(f"data={_short(ds)} is not allowed; give a file path, a datasets.Dataset or a list of "
+                             "dicts with a 'prompt' key")
+        if not records:
+            raise ValueError(f"data {source!r} holds no rows; it needs a row per prompt, with a 'prompt' column")
+        if "prompt" not in names:
+            raise ValueError(f"data {source!r} has no 'prompt' column (its columns: {names}); name the column that "
+                             "holds the prompts 'prompt'")
+        rows = []
+        for i, rec in enumerate(records):
+            if "prompt" not in rec:
+                raise ValueError(f"{_where(source, i)}the row has no 'prompt'")
+            _check_prompt(rec["prompt"], source, i)
+            rows.append(Row(rec["prompt"], {k: v for k, v in rec.items() if k != "prompt"}, i))
+        return cls(rows, source, [n for n in names if n != "prompt"])
+
+    # --- views -------------------------------------------------------------------------------------
+    def subset(self, keep, source: str | None = None) -> "PromptData":
+        return PromptData([r for r in self.rows if keep(r)], source or self.source, self.columns)
+
+    def split(self, test_fraction: float) -> tuple["PromptData", "PromptData"]:
+        """(train, test): a row is held out when the hash of its prompt falls in the first
+        ``test_fraction`` of the hash range (``tasks.in_test_split``) — fixed, whatever the seed."""
+        test = self.subset(lambda r: in_test_split(r.key(), test_fraction), f"{self.source} (held out)")
+        train = self.subset(lambda r: not in_test_split(r.key(), test_fraction))
+        if not train.rows:
+            raise ValueError(f"data {self.source!r}: all {len(self)} rows fell in the held-out "
+                             f"{test_fraction:g}; lower test_fraction or give separate held-out data")
+        return train, test
+
+    def max_length(self, tokenizer, column: str) -> int:
+        """The longest value of ``column`` in tokens (0 when no row has it as a string)."""
+        texts = [r.columns[column] for r in self.rows if isinstance(r.columns.get(column), str)]
+        return max((len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), default=0)
+
+    def check_lengths(self, tokenizer, max_new_tokens: int, context: int | None) -> None:
+        """Refuse, naming the row, a prompt whose tokens and ``max_new_tokens`` do not fit ``context``."""
+        for r in self.rows:
+            n = len(tokenizer.encode(prompt_text(tokenizer, r.prompt, _where(self.source, r.index)),
+                                     add_special_tokens=False))
+            if n == 0:
+                raise ValueError(f"{_where(self.source, r.index)}the prompt encodes to no tokens")
+            if context is not None and n + max_new_tokens > context:
+                raise ValueError(f"{_where(self.source, r.index)}the prompt is {n} tokens; with max_new_tokens="
+                                 f"{max_new_tokens} that is {n + max_new_tokens}, over the model's context of "
+                                 f"{context} tokens (shorten the prompt, drop the row, or lower max_new_tokens)")
+
+
+def load_train_test(data: str, test_data: str | None = None, test_fraction: float = 0.1
+                    ) -> tuple[PromptData, PromptData | None]:
+    """(training rows, held-out rows or None) for a run: the held-out rows come from ``test_data``,
+    else from the "test" split of a save_to_disk ``DatasetDict``, else the fixed ``test_fraction`` of
+    ``data`` by prompt hash (none when it is 0)."""
+    ds = read_dataset(os.fspath(data))
+    if isinstance(ds, dict):                                 # a DatasetDict: its train split, and its test split
+        if "train" not in ds:
+            raise ValueError(f"data {data!r} holds the splits {sorted(ds)}; it needs a 'train' split")
+        train = PromptData.from_dataset(ds["train"], os.fspath(data))
+        if test_data is None and "test" in ds:
+            return train, PromptData.from_dataset(ds["test"], f"{data} (test split)")
+    else:
+        train = PromptData.from_dataset(ds, os.fspath(data))
+    if test_data is not None:
+        test = read_dataset(os.fspath(test_data))
+        if isinstance(test, dict):
+            test = test["test"] if "test" in test else test["train"]
+        return train, PromptData.from_dataset(test, os.fspath(test_data))
+    if not test_fraction:
+        return train, None
+    train, test = train.split(test_fraction)
+    return train, (test if test.rows else None)
+
+
+# --- prompt sources: what a run draws its prompts from ---------------------------------------------
+
+@runtime_checkable
+class PromptSource(Protocol):
+    """Where a run's prompts come from: a built-in task (``TaskPrompts``) or your data (``DataPrompts``)."""
+
+    name: str
+
+    def train_rows(self, step: int, n: int, generator: torch.Generator) -> list[Row]:
+        """The ``n`` training rows of step ``step`` (1, 2, …)."""
+        ...
+
+    def test_rows(self, n: int) -> list[Row]:
+        """The fixed held-out rows (at most ``n``), the same on every run."""
+        ...
+
+
+class TaskPrompts:
+    """A built-in task as a prompt source: each problem a row with an ``answer`` column."""
+
+    columns = ["answer"]
+
+    def __init__(self, task: Task):
+        self.task, self.name, self.test_name = task, task.name, task.name
+
+    def longest_answer(self, tokenizer) -> int:
+        return self.task.max_answer_len
+
+    def check(self, tokenizer, max_new_tokens: int, context: int | None) -> None:
+        """Refuse a model whose context cannot hold the task's longest prompt and max_new_tokens."""
+        need = self.task.max_prompt_len + max_new_tokens
+        if context is not None and need > context:
+            raise ValueError(f"task {self.name!r}: a prompt of up to {self.task.max_prompt_len} characters + "
+                             f"max_new_tokens={max_new_tokens} does not fit the model's context of {context} tokens")
+
+    def train_rows(self, step: int, n: int, generator: torch.Generator) -> list[Row]:
+        return [Row(p.prompt, {"answer": p.answer}) for p in self.task.sample(n, "train", generator)]
+
+    def test_rows(self, n: int) -> list[Row]:
+        return [Row(p.prompt, {"answer": p.answer}) for p in self.task.test_set(n)]
+
+
+class DataPrompts:
+    """Your data as a prompt source: a shuffled pass over the training rows per epoch (each row once
+    per epoch), the order a function of ``seed`` and the step alone, so a resumed run continues
+    exactly; held-out rows in their file order."""
+
+    def __init__(self, train: PromptData, test: PromptData | None, seed: int = 0):
+        self.train, self.test, self.seed = train, test, seed
+        self.name, self.columns = train.source, train.columns
+        self.test_name = None if test is None else test.source
+        self._orders: dict[int, list[int]] = {}
+
+    def longest_answer(self, tokenizer) -> int:
+        """The longest ``answer`` (or else ``completion``) in tokens, 0 when the data has neither."""
+        for column in ("answer", "completion"):
+            if column in self.columns:
+                return self.train.max_length(tokenizer, column)
+        return 0
+
+    def check(self, tokenizer, max_new_tokens: int, context: int | None) -> None:
+        """Every prompt, held-out ones too, encodes to tokens that fit the context with max_new_tokens."""
+        for data in (self.train, self.test):
+            if data is not None:
+                data.check_lengths(tokenizer, max_new_tokens, context)
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2 ** 63)
+            self._orders = {epoch: torch.randperm(len(self.train), generator=g).tolist()}
+        return self._orders[epoch]
+
+    def train_rows(self, step: int, n: int, generator: torch.Generator | None = None) -> list[Row]:
+        N = len(self.train)
+        start = (step - 1) * n
+        out = []
+        for i in range(start, start + n):
+            out.append(self.train.rows[self._order(i // N)[i % N]])
+        return out
+
+    def test_rows(self, n: int) -> list[Row]:
+        return [] if self.test is None else self.test.rows[:n]

@@ -1,0 +1,145 @@
+"""What a language-model run is built from, before its first step: where its prompts come from, its
+reward, and the words it says when a step teaches nothing.
+
+* ``prompt_source(cfg)``: the built-in task (``lm/data.TaskPrompts``) or your data
+  (``lm/data.DataPrompts``) — the same rows either way, a prompt and its columns.
+* ``build_reward(cfg, tokenizer, source)``: one ``compose.RewardSet`` of the built-in checks named in
+  ``reward_weights``, the reward model, and your ``reward_fns``, with every column they ask for
+  checked against the data before the run starts.
+* ``flat_message``: the likely cause when every group's rewards were equal.
+"""
+from __future__ import annotations
+
+import math
+
+from minigrpo.core.protocols import RewardComponent, RolloutReward
+from minigrpo.lm.data import DataPrompts, TaskPrompts, load_train_test
+from minigrpo.rewards.compose import RewardSet
+from minigrpo.runs.config import TrainConfig
+
+
+def prompt_source(cfg: TrainConfig):
+    """The run's prompts: ``cfg.data`` (held out: ``test_data``, a DatasetDict's test split, or
+    ``test_fraction``), else ``cfg.task``."""
+    if cfg.data is None:
+        return TaskPrompts(cfg.task_obj)
+    train, test = load_train_test(cfg.data, cfg.test_data, cfg.test_fraction)
+    if test is None and cfg.test_fraction:
+        import warnings
+
+        warnings.warn(f"data {cfg.data!r}: no row fell in the held-out {cfg.test_fraction:g} ({len(train)} rows), so "
+                      "the run is not evaluated on held-out prompts; give test_data or raise test_fraction",
+                      stacklevel=3)
+    return DataPrompts(train, test, cfg.seed)
+
+
+def build_reward(cfg: TrainConfig, tokenizer, source, device=None, rewards=None) -> RewardSet:
+    """The run's reward: ``rewards`` when given (a mapping of components, one function, or a RewardSet),
+    else the config's built-in checks, reward model and reward functions. Refuses a column a reward
+    function asks for that ``source`` lacks."""
+    from minigrpo.rewards.functions import load_reward_functions
+
+    if isinstance(rewards, RewardSet):
+        reward = rewards
+    elif isinstance(rewards, dict):
+        reward = RewardSet(tokenizer, rewards, combine=cfg.reward_combine)
+    elif isinstance(rewards, RolloutReward):
+        return _Fixed(rewards)
+    elif rewards is not None:
+        if not (callable(rewards) or isinstance(rewards, RewardComponent)):
+            raise ValueError(f"train_lm: rewards={rewards!r}; give a mapping name → component, a reward function "
+                             "or a RewardSet")
+        reward = RewardSet(tokenizer, {getattr(rewards, "name", None) or getattr(rewards, "__name__", "reward"):
+                                       rewards}, combine=cfg.reward_combine)
+    else:
+        parts = _builtin_parts(cfg, tokenizer, source, device)
+        for name, part in load_reward_functions(cfg.reward_fns).items():
+            parts[name if name not in parts else f"fn:{name}"] = part
+        reward = RewardSet(tokenizer, parts, combine=cfg.reward_combine, name=f"{cfg.name}_reward")
+    where = f"data {source.name!r}" if isinstance(source, DataPrompts) else f"task {source.name!r}"
+    reward.check_columns(source.columns, where)
+    return reward
+
+
+def _builtin_parts(cfg: TrainConfig, tokenizer, source, device) -> dict:
+    """{name: (component, weight)} for ``cfg.reward_weights``: the task's checks, or for data the
+    checks that need only an answer column and the text, plus the reward model."""
+    from minigrpo.rewards import checks
+
+    weights = dict(cfg.reward_weights)
+    rm_weight = weights.pop("reward_model", None)
+    has_answer = "answer" in source.columns
+    if isinstance(source, TaskPrompts):
+        task_set = checks.task_reward(cfg.task_obj, tokenizer, {"correct": 0.0, **weights},
+                                      combine=cfg.reward_combine, forbidden=cfg.forbidden)
+        parts = {k: (fn, task_set.weights[k]) for k, fn in task_set.components.items()}
+    else:
+        if "correct" in weights and not has_answer:
+            raise ValueError(f"data {source.name!r} has no 'answer' column for the built-in 'correct' check (its "
+                             f"columns: {source.columns or 'prompt only'}); give your own reward with --reward-fn "
+                             "FILE.py:NAME, or add an answer column")
+        makers = {"correct": lambda: checks.exact_answer(),
+                  "length": lambda: checks.length_penalty(max(source.longest_answer(tokenizer), 1)),
+                  "safety": lambda: checks.forbidden_strings(cfg.forbidden)}
+        parts = {k: (makers[k](), w) for k, w in weights.items()}
+        if has_answer and "correct" not in parts:
+            parts["correct"] = (checks.exact_answer(), 0.0)          # logged (reward/correct), not trained
+    if rm_weight is not None:
+        from minigrpo.rewards.reward_model import RewardModelReward
+
+        parts["reward_model"] = (RewardModelReward.load(cfg.reward_model, device=device), float(rm_weight))
+    return parts
+
+
+class _Fixed:
+    """A reward that reads the rollout but no data rows (a ``RolloutReward`` given as ``rewards``)."""
+
+    def __init__(self, reward):
+        self.reward, self.name = reward, getattr(reward, "name", type(reward).__name__)
+
+    def bind(self, rows, source=None):
+        return self.reward
+
+    def check_columns(self, columns, source) -> None:
+        pass
+
+
+def flat_message(record: dict, step, max_new_tokens: int) -> str:
+    """Why a step taught nothing, in the words of its likely cause."""
+    if record.get("reward_valid_fraction", 1.0) == 0.0:
+        return ("No reward component judged any completion (every one returned None): check that the data has the "
+                "columns the reward reads and what the reward functions return.")
+    if record.get("ended_fraction", 1.0) == 0.0:
+        return (f"Every group's rewards were equal, and no completion ended within max_new_tokens={max_new_tokens} "
+                "(no EOS): the model never finishes its answer — fine-tune it first (minigrpo sft), or raise "
+                "max_new_tokens.")
+    r = step.r
+    if bool((r == r.flatten()[0]).all()):
+        return (f"Every completion got the same reward, {r.flatten()[0].item():g}, so the reward cannot tell them "
+                "apart: if it never matches, check the data's answers against what the model writes (e.g. ' 7' for "
+                "'7') and that the model suits the data; if every answer is already right, the prompts are too easy "
+                "to learn from.")
+    return ("Every group's completions got equal rewards (each prompt all right or all wrong), so no advantage is "
+            "left: raise group_size or temperature, or use a reward with partial credit.")
+
+
+def sample_rows(tokenizer, step, prompts, rows, n_prompts: int = 2, n_completions: int = 4) -> list[dict]:
+    """A few prompts with their first completions and rewards, for samples.jsonl and the reporters."""
+    from minigrpo.lm.tokens import decode_completions, decode_prompts
+
+    ro = step.rollout
+    texts = decode_completions(tokenizer, ro.completions[:n_prompts, :n_completions],
+                               ro.mask[:n_prompts, :n_completions], prompts=prompts[:n_prompts])
+    out = []
+    for p, prompt in enumerate(decode_prompts(tokenizer, prompts[:n_prompts])):
+        answer = rows[p].columns.get("answer")
+        rewards = [x if math.isfinite(x) else None for x in step.r[p, :n_completions].tolist()]
+        out.append({"prompt": prompt, **({"answer": answer} if answer is not None else {}),
+                    "completions": texts[p], "rewards": rewards})
+    return out
+
+
+def flat_samples(samples: list[dict]) -> list[dict]:
+    """``sample_rows``' records as one row per completion (a table for the reporters)."""
+    return [{"prompt": s["prompt"], **({"answer": s["answer"]} if "answer" in s else {}), "completion": c,
+             "reward": r} for s in samples for c, r in zip(s["completions"], s["rewards"])]
