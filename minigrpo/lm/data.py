@@ -241,13 +241,13 @@ class PromptData:
     def max_length(self, tokenizer, column: str) -> int:
         """The longest value of ``column`` in tokens (0 when no row has it as a string)."""
         texts = [r.columns[column] for r in self.rows if isinstance(r.columns.get(column), str)]
-        return max((len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), default=0)
+        return max(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"]), default=0) if texts else 0
 
     def check_lengths(self, tokenizer, max_new_tokens: int, context: int | None) -> None:
         """Refuse, naming the row, a prompt whose tokens and ``max_new_tokens`` do not fit ``context``."""
-        for r in self.rows:
-            n = len(tokenizer.encode(prompt_text(tokenizer, r.prompt, _where(self.source, r.index)),
-                                     add_special_tokens=False))
+        texts = [prompt_text(tokenizer, r.prompt, _where(self.source, r.index)) for r in self.rows]
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]   # one batched call
+        for r, n in zip(self.rows, lengths):
             if n == 0:
                 raise ValueError(f"{_where(self.source, r.index)}the prompt encodes to no tokens")
             if context is not None and n + max_new_tokens > context:

@@ -246,7 +246,8 @@ TASKS = {"addition": AdditionTask, "chain": ChainTask, "judge": JudgeTask}
 
 def make_task(name: str, **kwargs) -> Task:
     if name not in TASKS:
-        raise ValueError(f"task={name!r} is not allowed; choose one of {sorted(TASKS)}")
+        hint = "; for a file of your own prompts give it as data (--data)" if "." in name or "/" in name else ""
+        raise ValueError(f"task={name!r} is not allowed; choose one of {sorted(TASKS)}{hint}")
     return TASKS[name](**kwargs)
 
 

@@ -170,7 +170,10 @@ class TrainConfig:
         allowed = TASK_COMPONENTS + ("reward_model",) if self.data is None else DATA_COMPONENTS
         for k, w in self.reward_weights.items():
             if k not in allowed:
-                _fail("reward_weights", self.reward_weights, f"component {k!r} is unknown; choose from {list(allowed)}")
+                hint = "; a function of your own goes in reward_fns (--reward-fn FILE.py:NAME)" if ":" in k else \
+                    " (with data; 'format' and 'steps' check a built-in task's answers)" if k in TASK_COMPONENTS else ""
+                _fail("reward_weights", self.reward_weights, f"component {k!r} is unknown; choose from "
+                                                             f"{list(allowed)}{hint}")
             if not is_real(w):
                 _fail("reward_weights", self.reward_weights, f"the weight of {k!r} must be a finite number")
         if "safety" in self.reward_weights and not self.forbidden:
