@@ -8,7 +8,8 @@ Both runs train the shipped tiny addition anchor on addition prompts with the ex
 
 Runs alternate (A B B A …) in one process, each a fresh ``train_lm``; the figure is the median
 ``step_seconds`` (sampling, reward, anchor, update; evaluation excluded) over all steps after the
-first two of each run. Target (issue 13): your data costs ≤ 10 % more per step.
+first two of each run, pooled, and the median of the per-round ratios (robust to a noisy
+neighbour slowing one run). Target (issue 13): your data costs ≤ 10 % more per step.
 
     python bench/your_data.py [--rounds 2] [--steps 30] [--prompts 16] [--group-size 8]
 """
@@ -65,16 +66,23 @@ def main(argv=None) -> int:
                                                         max_new_tokens=task.max_answer_len + 1, **common)}
     names = list(configs)
     times = {name: [] for name in names}
+    per_round = {name: [] for name in names}
     t0 = time.perf_counter()
     for r in range(args.rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
-            times[name] += run(configs[name])
-            print(f"[bench] round {r + 1}: {name} done", file=sys.stderr, flush=True)
+            took = run(configs[name])
+            times[name] += took
+            per_round[name].append(statistics.median(took))
+            print(f"[bench] round {r + 1}: {name}: median {statistics.median(took):.4f} s/step", file=sys.stderr,
+                  flush=True)
     base = statistics.median(times[names[0]])
     print(f"| workload | median s/step | vs built-in |\n|---|---|---|")
     for name in names:
         med = statistics.median(times[name])
         print(f"| {name} | {med:.4f} | {med / base:.3f} |")
+    ratios = sorted(d / b for d, b in zip(per_round[names[1]], per_round[names[0]]))
+    print(f"\nper round, your data / built-in: median {statistics.median(ratios):.3f} "
+          f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
     print(f"\n{args.rounds} rounds × {args.steps} steps each (first 2 of each run dropped), P×G = {args.prompts}×"
           f"{args.group_size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{time.perf_counter() - t0:.0f} s in all")

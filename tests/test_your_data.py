@@ -29,8 +29,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture(scope="module")
 def addition_rows():
-    task = make_task("addition")           # the task's own held-out prompts are the data's held-out 10% too
-    return task.dataset(200, seed=3).to_list() + task.dataset(40, "test", seed=3).to_list()
+    return make_task("addition").dataset(240, seed=3).to_list()
 
 
 @pytest.fixture()
@@ -62,6 +61,15 @@ def test_a_dataset_dict_folder_gives_its_test_split_as_held_out(tmp_path, additi
                           "test": datasets.Dataset.from_list(addition_rows[30:40])}).save_to_disk(str(tmp_path / "dd"))
     train, test = load_train_test(str(tmp_path / "dd"))
     assert len(train) == 30 and len(test) == 10
+
+
+def test_templated_prompts_split_near_the_asked_fraction():
+    """CRC32 (the tasks' split) is linear: prompts that differ in two characters hash into a cluster,
+    and 100 of them held out none at 10%. The data split's hash spreads them."""
+    rows = [Row(f"what is {a} plus {b}?") for a in range(10) for b in range(10)]
+    for fraction in (0.1, 0.3):
+        held = PromptData(rows, "mem", []).split(fraction)[1]
+        assert abs(len(held) - 100 * fraction) <= 3 * (100 * fraction * (1 - fraction)) ** 0.5
 
 
 def test_the_held_out_split_is_fixed_by_prompt_hash_and_every_row_once_per_epoch(add_jsonl):
@@ -319,3 +327,40 @@ def test_frac_flat_groups_counts_groups_with_nothing_to_teach():
     assert flat_groups(r) == pytest.approx(1 / 3)
     valid = torch.tensor([[True, True, True], [True, False, True], [True, False, False]])
     assert flat_groups(r, valid) == 1.0                   # group 1's judged pair is equal; group 2 has one judged
+
+
+def test_chat_data_on_a_qwen2_model_and_plain_data_on_llama_train_from_the_command_line(tmp_path, capsys):
+    """Beyond GPT-2: a Qwen2 folder with a ChatML template (its EOS the end-of-turn token) on chat
+    messages, and a Llama folder with a SentencePiece-style tokenizer on plain prompts, each SFT'd a
+    little and then trained with a TRL-style reward that sees TRL's conversational form."""
+    from local_models import bpe_tokenizer, save_model, tiny_llama, tiny_qwen2
+
+    texts = [f"what is {a} plus {b}? it is {a + b}." for a in range(10) for b in range(10)]
+    qwen = save_model(tiny_qwen2(t := bpe_tokenizer(texts, 200, "bytelevel", chat_template=True)), t, tmp_path / "q")
+    llama = save_model(tiny_llama(t := bpe_tokenizer(texts, 200, "metaspace")), t, tmp_path / "l")
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": [{"role": "user", "content": f"what is {a} plus {b}?"}],
+                                                  "completion": str(a + b), "answer": str(a + b)}
+                                                 for a in range(10) for b in range(10)])
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f"what is {a} plus {b}? it is", "completion": f" {a + b}",
+                                                    "answer": str(a + b)} for a in range(10) for b in range(10)])
+    (tmp_path / "rw.py").write_text(
+        "import json\n"
+        "def exact(prompts, completions, answer, **kw):\n"
+        "    with open(__file__ + '.seen', 'a') as f:\n"
+        "        f.write(json.dumps([prompts[0], completions[0]]) + '\\n')\n"
+        "    text = lambda c: c[0]['content'] if isinstance(c, list) else c\n"
+        "    return [float(text(c).strip() == a) for c, a in zip(completions, answer)]\n")
+    for model, data, name in ((qwen, chat, "q"), (llama, plain, "l")):
+        assert main(["sft", "--model", model, "--data", data, "--out", str(tmp_path / f"{name}-sft"), "--steps", "20",
+                     "--batch-size", "16"]) == 0, capsys.readouterr().err
+        assert main(["train", "--data", data, "--model", str(tmp_path / f"{name}-sft"), "--reward-fn",
+                     f"{tmp_path}/rw.py:exact", "--steps", "2", "--prompts", "4", "--group-size", "4", "--eval-size",
+                     "8", "--eval-samples", "2", "--max-new-tokens", "6", "--out", str(tmp_path / "runs"),
+                     "--json"]) == 0, capsys.readouterr().err
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        records = [json.loads(line) for line in open(f"{summary['run_dir']}/metrics.jsonl")]
+        assert "eval/greedy/exact" in records[0] and "reward/exact" in records[-1]
+    seen = [json.loads(line) for line in open(tmp_path / "rw.py.seen")]
+    chat_prompt, chat_completion = seen[0]
+    assert chat_prompt[0]["role"] == "user" and chat_completion[0]["role"] == "assistant"
+    assert any(isinstance(p, str) and p.startswith("what is") for p, _ in seen)

@@ -22,13 +22,14 @@ The built-in tasks are prompt sources of the same form: ``TaskPrompts`` draws a 
 rows with an ``answer`` column, and ``Task.dataset`` writes them out as a ``datasets.Dataset``, so a
 reward written for your data runs on a built-in task unchanged, and the other way round.
 
-Held-out rows are fixed by a hash of the prompt (``tasks.in_test_split``), as for the tasks: the
-same rows are held out on every run and every seed. A step's training rows come from a shuffled
+Held-out rows are fixed by a hash of the prompt (``in_held_out``), as for the tasks: the same rows
+are held out on every run and every seed. A step's training rows come from a shuffled
 pass over the data (each row once per epoch); the order is a function of the seed and the step
 alone, so a resumed run draws the rows an uninterrupted one would.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from minigrpo.lm.tasks import Task, in_test_split
+from minigrpo.lm.tasks import Task
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -62,6 +63,14 @@ class Row:
     def key(self) -> str:
         """The text whose hash decides the row's split: the prompt, or its messages as JSON."""
         return self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt, sort_keys=True)
+
+
+def in_held_out(key: str, fraction: float) -> bool:
+    """A row is held out when the BLAKE2b hash of its prompt falls in the first ``fraction`` of the
+    hash range: fixed, whatever the seed. (Not the tasks' CRC32: CRC is linear, so the hashes of
+    templated prompts that differ in a few characters cluster, and a 10% split can come out empty.)"""
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    return h < fraction * 2 ** 64
 
 
 def prompt_text(tokenizer, prompt: str | list, where: str = "") -> str:
@@ -230,9 +239,9 @@ class PromptData:
 
     def split(self, test_fraction: float) -> tuple["PromptData", "PromptData"]:
         """(train, test): a row is held out when the hash of its prompt falls in the first
-        ``test_fraction`` of the hash range (``tasks.in_test_split``) — fixed, whatever the seed."""
-        test = self.subset(lambda r: in_test_split(r.key(), test_fraction), f"{self.source} (held out)")
-        train = self.subset(lambda r: not in_test_split(r.key(), test_fraction))
+        ``test_fraction`` of the hash range (``in_held_out``) — fixed, whatever the seed."""
+        test = self.subset(lambda r: in_held_out(r.key(), test_fraction), f"{self.source} (held out)")
+        train = self.subset(lambda r: not in_held_out(r.key(), test_fraction))
         if not train.rows:
             raise ValueError(f"data {self.source!r}: all {len(self)} rows fell in the held-out "
                              f"{test_fraction:g}; lower test_fraction or give separate held-out data")
