@@ -253,7 +253,7 @@ def test_train_on_a_jsonl_with_reward_files_from_the_command_line(tmp_path, add_
     (tmp_path / "rewards.py").write_text(REWARDS)
     config = tmp_path / "run.yaml"
     config.write_text(f"data: {add_jsonl}\nmodel: {ANCHOR}\nreward_fns:\n  {tmp_path}/rewards.py:exact: 1.0\n"
-                      f"  {tmp_path}/rewards.py:close: 0.5\n")
+                      f"  {tmp_path}/rewards.py:close: 0.5\nreport_to: [tensorboard]\n")
     rc = main(["train", "--config", str(config), "--steps", "3",
                "--prompts", "4", "--group-size", "4", "--eval-size", "12", "--eval-samples", "2",
                "--out", str(tmp_path / "runs"), "--json"])
@@ -270,6 +270,23 @@ def test_train_on_a_jsonl_with_reward_files_from_the_command_line(tmp_path, add_
     for key in ("reward/exact", "reward/close", "frac_flat_groups", "reward_valid_fraction", "ended_fraction"):
         assert key in records[1]
     assert summary["anchor_reward"] == records[0]["eval/greedy/reward"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(f"{summary['run_dir']}/tensorboard").Reload()
+    assert [e.step for e in board.Scalars("reward/exact")] == [1, 2, 3]
+    assert [e.value for e in board.Scalars("eval/greedy/exact")] == pytest.approx(
+        [r["eval/greedy/exact"] for r in records if "eval/greedy/exact" in r])
+
+
+def test_a_run_on_data_resumes_exactly(tmp_path, add_jsonl):
+    cfg = TrainConfig(data=add_jsonl, model=ANCHOR, steps=4, save_every=2, prompts_per_step=4, group_size=4,
+                      eval_every=2, eval_size=8, eval_samples=2, out=str(tmp_path / "runs"), device="cpu", lr=1e-3)
+    whole = train_lm(cfg, run_dir=tmp_path / "whole", progress=False)
+    train_lm(TrainConfig(**{**cfg.to_dict(), "steps": 2}), run_dir=tmp_path / "part", progress=False)
+    resumed = train_lm(cfg, resume=tmp_path / "part", progress=False)
+    for a, b in zip(whole.metrics, resumed.metrics):
+        assert {k: v for k, v in a.items() if k != "step_seconds"} == \
+            pytest.approx({k: v for k, v in b.items() if k != "step_seconds"}, nan_ok=True)
 
 
 @pytest.mark.parametrize("args, message", [
