@@ -11,7 +11,7 @@ Runs alternate (A B B A …) in one process, each a fresh ``train_lm``; the figu
 first two of each run, pooled, and the median of the per-round ratios (robust to a noisy
 neighbour slowing one run). Target (issue 13): your data costs ≤ 10 % more per step.
 
-    python bench/your_data.py [--rounds 2] [--steps 30] [--prompts 16] [--group-size 8]
+    python bench/your_data.py [--rounds 2] [--steps 30] [--prompts 16] [--group-size 8] [--threads 1]
 """
 from __future__ import annotations
 
@@ -46,13 +46,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: a tiny model gains nothing from more, and spinning threads on a shared "
+                         "machine's busy cores make steps many times slower)")
     args = ap.parse_args(argv)
 
     from minigrpo.assets import asset_path
     from minigrpo.lm.tasks import make_task
     from minigrpo.runs.config import TrainConfig
 
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-your-data-"))
     task = make_task("addition")
     task.dataset(4000, seed=1).to_json(str(work / "addition.jsonl"))
