@@ -135,7 +135,7 @@ def test_a_saved_gpt2_with_a_bpe_tokenizer_is_fine_tuned_and_its_held_out_loss_f
     tok = bpe_tokenizer([r["prompt"] + r["completion"] for r in rows], vocab_size=300, kind="bytelevel")
     base = save_model(tiny_gpt2(tok, seed=0), tok, tmp_path / "base")
     before = base_held_out_loss(base, data)
-    saved = run_sft(["--model", base, "--data", data, "--out", str(tmp_path / "anchor"), "--steps", "40",
+    saved = run_sft(["--model", base, "--lr", "3e-3", "--data", data, "--out", str(tmp_path / "anchor"), "--steps", "40",
                      "--batch-size", "16", "--lr", "3e-3"], capsys)
     assert saved["test_loss"] < 0.6 * before and saved["final_loss"] < 0.6 * saved["first_loss"]
     assert "model_shape" not in saved and saved["command"].startswith(f"minigrpo sft --model {base} --data ")
@@ -159,7 +159,7 @@ def test_chat_prompts_go_through_the_chat_template_and_the_target_ends_with_its_
     assert pairs[0].prompt == tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=False)
     assert pairs[0].prompt.endswith("<|im_start|>assistant\n") and pairs[0].answer == words()[0][::-1]
     before = base_held_out_loss(base, data)
-    saved = run_sft(["--model", base, "--data", data, "--out", str(tmp_path / "anchor"), "--steps", "80",
+    saved = run_sft(["--model", base, "--lr", "3e-3", "--data", data, "--out", str(tmp_path / "anchor"), "--steps", "80",
                      "--batch-size", "16"], capsys)
     assert saved["test_loss"] < 0.6 * before
     _, tok2 = load_causal_lm(tmp_path / "anchor")
@@ -262,3 +262,8 @@ def test_the_built_in_task_path_gives_the_loss_trajectory_it_gave_before(tmp_pat
                       shape=TinyGPT2(n_layer=1, n_embd=32, n_head=2, n_positions=24))
     out = build_anchor(chain, tmp_path / "chain", device="cpu", eval_size=20, progress=False)
     assert json.loads((out / "sft.json").read_text())["final_loss"] == pytest.approx(CHAIN_FINAL_LOSS, rel=1e-5)
+
+
+def test_the_learning_rate_defaults_to_the_kind_of_model():
+    """A fresh tiny model learns at 3e-3; a pretrained one would be wrecked by that, and gets 5e-5."""
+    assert SFTConfig().lr == 3e-3 and SFTConfig(model="gpt2").lr == 5e-5 and SFTConfig(model="gpt2", lr=1e-4).lr == 1e-4

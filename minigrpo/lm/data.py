@@ -9,8 +9,8 @@ and columns.
 ``problems.parquet``             Parquet
 a folder                         written by ``Dataset.save_to_disk`` (a ``DatasetDict``: its
                                  "train" split, and its "test" split as held-out data)
-a hub name                       e.g. ``openai/gsm8k`` (``load_dataset(name)``), for users with
-                                 the Hugging Face hub
+a hub name                       ``user/dataset`` (``load_dataset(name, split="train")``), for
+                                 users with the Hugging Face hub; its rows need a ``prompt`` column
 ==============================  ============================================================
 
 Every row has a ``prompt``: a string, or a list of chat messages ``[{"role": "user", "content":
@@ -82,6 +82,15 @@ def prompt_text(tokenizer, prompt: str | list, where: str = "") -> str:
         raise ValueError(f"{where}the prompt is a list of chat messages, but the model's tokenizer has no chat "
                          "template; use a chat model, set tokenizer.chat_template, or give prompts as strings")
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+def data_name(source: str) -> str:
+    """A short name for run folders: the file's stem, or its folder's name when the file is called
+    train/test/data (``examples/word_problems/train.jsonl`` → ``word_problems``)."""
+    path = Path(str(source).rstrip("/"))
+    if path.stem.lower() in ("train", "test", "data", "dataset") and path.parent.name not in ("", "."):
+        return path.parent.name
+    return path.stem or "data"
 
 
 def _where(source: str, index: int | None) -> str:

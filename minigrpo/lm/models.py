@@ -76,7 +76,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
-    """(model, tokenizer) from a local folder written by ``save_pretrained`` or a hub id (``gpt2``).
+    """(model, tokenizer) from a local folder written by ``save_pretrained`` (or a training run's folder:
+    its newest checkpoint) or a hub id (``gpt2``).
 
     Any causal-LM architecture (GPT-2, Llama, Qwen2, …) with its own tokenizer. A tokenizer without a
     pad token gets its EOS as pad (GPT-2's usual arrangement), and so do the model's config and
@@ -88,7 +89,7 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
     from minigrpo.lm.tokens import check_tokenizer
 
     name = str(name_or_path)
-    path = Path(name).expanduser()
+    path = newest_checkpoint(Path(name).expanduser())
     if not path.exists() and _looks_like_path(name):
         raise FileNotFoundError(f"model checkpoint path {name!r} does not exist; give a folder written by "
                                 "save_pretrained (e.g. assets/anchors/addition) or a hub id such as gpt2")
@@ -111,6 +112,15 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
         if config is not None and getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
+
+
+def newest_checkpoint(path: Path) -> Path:
+    """A training run's folder (or its ``checkpoints/latest`` pointer) → the checkpoint folder ``latest``
+    names, so ``--model runs/train-…`` starts from where that run ended; any other path as it is."""
+    pointer = path / "checkpoints" / "latest" if path.is_dir() else path
+    if pointer.name == "latest" and pointer.is_file():
+        return pointer.parent / pointer.read_text().strip()
+    return path
 
 
 def load_tokenizer(src: str):

@@ -42,6 +42,9 @@ def _fail(name, value, allowed):
     refuse("SFTConfig", name, value, allowed)
 
 
+TINY_LR, PRETRAINED_LR = 3e-3, 5e-5     # SFTConfig.lr's defaults: a fresh tiny model, a pretrained one
+
+
 @dataclass
 class SFTConfig:
     """Settings of one SFT run, on a task or on your data (all defaulted; validated on construction)."""
@@ -60,7 +63,9 @@ class SFTConfig:
     task_args: dict = field(default_factory=dict)       # e.g. {"digits": 3}
     steps: int = setting(1500, integer(1))              # optimizer steps
     batch_size: int = setting(64, integer(1))           # problems per step
-    lr: float = setting(3e-3, number(gt=0))             # peak AdamW learning rate (cosine decay, 5% warm-up)
+    # Peak AdamW learning rate (cosine decay, 5% warm-up); None: 3e-3 for a fresh tiny model, 5e-5 for a pretrained
+    # one (a tiny model's rate would wreck its weights).
+    lr: float | None = setting(None, optional(number(gt=0)))
     seed: int = setting(0, SEED)                        # model init and problem draws (data: the row order)
     # Fraction of answers written by a careless teacher (``task.careless_answer``: addition without carries); None:
     # the task's ``sft_careless`` (0.6 for addition). Tasks only: data brings its own completions.
@@ -71,6 +76,8 @@ class SFTConfig:
     def __post_init__(self):
         task = checked_task("SFTConfig", self.task, self.task_args)
         check_fields(self)
+        if self.lr is None:
+            self.lr = TINY_LR if self.is_tiny else PRETRAINED_LR
         if self.data is not None:
             if self.careless is not None:
                 _fail("careless", self.careless, "careless applies to the built-in tasks only (a careless teacher's "

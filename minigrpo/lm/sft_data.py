@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 from minigrpo.core.validate import is_int
-from minigrpo.lm.data import PromptData, Row, prompt_text
+from minigrpo.lm.data import PromptData, Row, data_name, prompt_text
 from minigrpo.lm.models import TinyGPT2
 from minigrpo.lm.tasks import Problem
 from minigrpo.lm.tokens import char_tokenizer
@@ -84,8 +83,8 @@ class SFTData:
 
     @property
     def name(self) -> str:
-        """A short name for folders: the file's stem (``reverse`` for ``data/reverse.jsonl``)."""
-        return Path(self.source.rstrip("/")).stem or "data"
+        """A short name for folders (``lm/data.data_name``: ``reverse`` for ``data/reverse.jsonl``)."""
+        return data_name(self.source)
 
     def pairs(self, tokenizer, context: int | None) -> dict[int, Problem]:
         """Row index → (prompt text, completion), every row checked: its prompt and completion encode to

@@ -249,8 +249,10 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
-        """The run's name: the task's, or the data file's stem."""
-        return self.task if self.data is None else (Path(self.data).stem or "data")
+        """The run's name: the task's, or the data's (``lm/data.data_name``)."""
+        from minigrpo.lm.data import data_name
+
+        return self.task if self.data is None else data_name(self.data)
 
 
 @dataclass
