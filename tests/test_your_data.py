@@ -386,3 +386,20 @@ def test_chat_data_on_a_qwen2_model_and_plain_data_on_llama_train_from_the_comma
     chat_prompt, chat_completion = seen[0]
     assert chat_prompt[0]["role"] == "user" and chat_completion[0]["role"] == "assistant"
     assert any(isinstance(p, str) and p.startswith("what is") for p, _ in seen)
+
+
+def test_the_correct_check_reads_csv_numbers_and_skips_rows_without_an_answer(tmp_path):
+    """A CSV answer column with a gap is read as floats (1.0): it still matches "1"; a row with no answer
+    is not judged (None), not scored 0."""
+    (tmp_path / "a.csv").write_text("prompt,answer\n1+0=,1\n2+0=,\n")
+    data = PromptData.load(tmp_path / "a.csv")
+    assert data.rows[0].columns["answer"] == 1.0 and data.rows[1].columns["answer"] is None
+    from minigrpo.rewards.checks import exact_answer
+
+    prompts, comps = batch_for([r.prompt for r in data.rows], [["1", "2"], ["2", "3"]], data.rows)
+    scored = RewardSet(TOK, {"correct": exact_answer()}).bind(data.rows, "a.csv")(prompts, comps)
+    assert scored.components["correct"][0].tolist() == [1.0, 0.0]
+    assert scored.applicable["correct"].tolist() == [[True, True], [False, False]]
+    (tmp_path / "blank.jsonl").write_text("\n\n  \n")
+    with pytest.raises(ValueError, match="'.*blank.jsonl' is empty"):
+        PromptData.load(tmp_path / "blank.jsonl")

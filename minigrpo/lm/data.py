@@ -84,6 +84,14 @@ def prompt_text(tokenizer, prompt: str | list, where: str = "") -> str:
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
+def answer_text(value) -> str | None:
+    """An ``answer`` column's value as the text a completion is compared with: stripped; a whole number
+    read as a float (a CSV column with a gap reads 1 as 1.0) without its ".0"; None for a missing one."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
+
+
 def data_name(source: str) -> str:
     """A short name for run folders: the file's stem, or its folder's name when the file is called
     train/test/data (``examples/word_problems/train.jsonl`` → ``word_problems``)."""
@@ -143,7 +151,7 @@ def read_dataset(source: str, split: str = "train"):
         if kind is None:
             raise ValueError(f"data {source!r}: the file type {path.suffix or '(none)'!r} is not read; use "
                              f"{', '.join(FORMATS)}, or a folder written by save_to_disk")
-        if path.stat().st_size == 0:
+        if _blank(path):
             raise ValueError(f"data {source!r} is empty; it needs a row per prompt, with a 'prompt' column")
         try:
             return datasets.load_dataset(kind, data_files=str(path), split=split)
@@ -158,6 +166,15 @@ def read_dataset(source: str, split: str = "train"):
     except Exception as e:
         raise ValueError(f"data {source!r}: no local file by that name, and the Hugging Face hub did not provide "
                          f"it ({_first_line(e)})") from None
+
+
+def _blank(path: Path) -> bool:
+    """True when a file holds nothing but whitespace (read until the first other byte)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
 
 
 def _first_line(e: BaseException) -> str:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from minigrpo.rewards.compose import Completions
 from minigrpo.core.scored import StepRewards
+from minigrpo.lm.data import answer_text
 from minigrpo.lm.tasks import Task, TaskWithSteps
 
 
@@ -31,18 +32,22 @@ class exact_answer:
     def __init__(self, task=None):
         self.task, self.name = task, "correct"
 
-    def answer(self, batch: Completions, p: int) -> str:
+    def answer(self, batch: Completions, p: int) -> str | None:
+        """Prompt p's answer as text (None: the row has none, so its completions are not judged). A
+        whole number read as a float (a CSV column with a gap) is written without its ".0"."""
         columns = batch.row_columns(p)
         if "answer" in columns:
-            return str(columns["answer"]).strip()
+            return answer_text(columns["answer"])
         if self.task is None:
             raise ValueError(f"the 'correct' check needs an 'answer' column {batch.where(p, None)}; the data has "
                              f"{sorted(columns) or 'no other columns'}")
         return self.task.solve(batch.prompts[p])
 
-    def score(self, batch: Completions) -> Tensor:
-        return torch.tensor([[float(t.strip() == self.answer(batch, p)) for t in row]
-                             for p, row in enumerate(batch.texts)])
+    def score(self, batch: Completions) -> Tensor | list:
+        """(P, G): a tensor, or a list with None for the completions of a row without an answer."""
+        answers = [self.answer(batch, p) for p in range(len(batch.texts))]
+        out = [[None if a is None else float(t.strip() == a) for t in row] for a, row in zip(answers, batch.texts)]
+        return out if None in answers else torch.tensor(out)
 
 
 class answer_format:

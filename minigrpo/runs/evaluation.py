@@ -9,7 +9,7 @@ Every ``eval_every`` steps the policy answers the held-out prompts twice:
 ``eval/sampled/<name>``     top-k and top-p; the same random numbers at every evaluation)
 ``eval/pass@k/<name>``      for a component that is 0 or 1: the fraction of prompts where at
                             least one of the k samples scores 1
-``test_accuracy``           when the rows have an ``answer``: the greedy answer equals it
+``test_accuracy``           over the rows with an ``answer``: the greedy answer equals it
                             (whitespace around either ignored) — the built-in tasks' measure
 ==========================  ==================================================================
 
@@ -23,8 +23,8 @@ import torch
 
 from minigrpo.core.sampling import sample_group
 from minigrpo.core.scored import call_reward, check_scored
-from minigrpo.lm.data import Row, prompt_text
-from minigrpo.lm.tokens import encode_prompts
+from minigrpo.lm.data import Row, answer_text, prompt_text
+from minigrpo.lm.tokens import decode_completions, encode_prompts
 
 
 class _Tally:
@@ -75,12 +75,11 @@ def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *,
                           generator=gen)                                       # greedy: the draw is moot
         bound = reward.bind(batch, source)
         greedy.add(_scored(bound, prompts, ro))
-        if all("answer" in r.columns for r in batch):
-            from minigrpo.lm.tokens import decode_completions
-
+        answers = [answer_text(r.columns.get("answer")) for r in batch]
+        if any(a is not None for a in answers):
             texts = decode_completions(tokenizer, ro.completions, ro.mask, prompts=prompts)
-            right += sum(t[0].strip() == str(r.columns["answer"]).strip() for t, r in zip(texts, batch))
-            answered += len(batch)
+            right += sum(a is not None and t[0].strip() == a for t, a in zip(texts, answers))
+            answered += sum(a is not None for a in answers)
         if samples:
             ro = sample_group(policy, prompts, samples, max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad,
                               temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
@@ -90,6 +89,6 @@ def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *,
         out |= sampled.means("eval/sampled")
         out |= {f"eval/pass@{samples}/{k}": sampled.passed[k] / sampled.prompts
                 for k in sampled.sums if sampled.binary[k] and sampled.counts[k]}
-    if answered == len(rows):
+    if answered:                                  # over the rows that have an answer
         out["test_accuracy"] = right / answered
     return out
