@@ -96,6 +96,7 @@ TRAIN_BAD = [
     ("precision", "fp8"), ("precision", None),
     ("lora_r", -1), ("lora_r", True), ("lora_r", 1.5),
     ("data", 5), ("data", ""), ("test_data", "held_out.jsonl"),          # test_data without data
+    ("prompt_column", ""), ("prompt_column", 3), ("data_config", "main"), ("data_config", 3),
     ("test_fraction", 1.0), ("test_fraction", -0.1), ("test_fraction", "a"),
     ("reward_fns", "r.py:f"), ("reward_fns", {"r.py:f": "x"}), ("reward_fns", {"r.py:f=2": 0.5}),
     ("reward_weights", {}), ("reward_weights", "correct"),

@@ -10,7 +10,8 @@ from minigrpo.assets import asset_path
 from minigrpo.cli import main
 from minigrpo.cli.flags import merge_repeats
 from minigrpo.core.step import flat_groups
-from minigrpo.lm.data import DataPrompts, PromptData, Row, load_train_test, prompt_text
+from minigrpo.lm.data import PromptData, Row, prompt_text
+from minigrpo.lm.sources import DataPrompts, load_train_test
 from minigrpo.lm.tasks import make_task
 from minigrpo.lm.tokens import char_tokenizer, encode_completions, encode_prompts
 from minigrpo.rewards.compose import RewardSet
@@ -403,3 +404,26 @@ def test_the_correct_check_reads_csv_numbers_and_skips_rows_without_an_answer(tm
     (tmp_path / "blank.jsonl").write_text("\n\n  \n")
     with pytest.raises(ValueError, match="'.*blank.jsonl' is empty"):
         PromptData.load(tmp_path / "blank.jsonl")
+
+
+def test_a_prompt_column_of_another_name_serves_sft_and_grpo(tmp_path, capsys):
+    """A hub-style file whose prompts are in 'question' (and a gsm8k-style config name refused for a
+    local file): --prompt-column names it, for SFT and GRPO alike; the row's other columns stay columns."""
+    rows = [{"question": f"{a}+{b}=", "answer": str(a + b), "completion": str(a + b)} for a in range(10)
+            for b in range(10)]
+    data = write_jsonl(tmp_path / "qa.jsonl", rows)
+    loaded = PromptData.load(data, prompt_column="question")
+    assert loaded.rows[0].prompt == "0+0=" and loaded.columns == ["answer", "completion"]
+    with pytest.raises(ValueError, match="has no 'prompt' column .* prompt_column \\(--prompt-column\\)"):
+        PromptData.load(data)
+    out = tmp_path / "anchor"
+    assert main(["sft", "--data", data, "--prompt-column", "question", "--out", str(out), "--steps", "5",
+                 "--batch-size", "8"]) == 0, capsys.readouterr().err
+    assert "--prompt-column question" in json.load(open(out / "sft.json"))["command"]
+    capsys.readouterr()
+    assert main(["train", "--data", data, "--prompt-column", "question", "--model", str(out), "--steps", "1",
+                 "--prompts", "4", "--group-size", "2", "--eval-size", "4", "--eval-samples", "0",
+                 "--out", str(tmp_path / "runs"), "--json"]) == 0, capsys.readouterr().err
+    assert main(["train", "--data", data, "--data-config", "main", "--model", str(out),
+                 "--out", str(tmp_path / "runs")]) == 2
+    assert "data_config='main' names a hub dataset's configuration; data" in capsys.readouterr().err

@@ -18,14 +18,13 @@ Every row has a ``prompt``: a string, or a list of chat messages ``[{"role": "us
 ``answer``, a ``difficulty``…) travels with the row to the reward functions, which receive it as a
 keyword argument — TRL's convention.
 
-The built-in tasks are prompt sources of the same form: ``TaskPrompts`` draws a task's problems as
-rows with an ``answer`` column, and ``Task.dataset`` writes them out as a ``datasets.Dataset``, so a
-reward written for your data runs on a built-in task unchanged, and the other way round.
+The built-in tasks are prompt sources of the same form (``lm/sources.py``): ``TaskPrompts`` draws a
+task's problems as rows with an ``answer`` column, and ``Task.dataset`` writes them out as a
+``datasets.Dataset``, so a reward written for your data runs on a built-in task unchanged, and the
+other way round.
 
 Held-out rows are fixed by a hash of the prompt (``in_held_out``), as for the tasks: the same rows
-are held out on every run and every seed. A step's training rows come from a shuffled
-pass over the data (each row once per epoch); the order is a function of the seed and the step
-alone, so a resumed run draws the rows an uninterrupted one would.
+are held out on every run and every seed.
 """
 from __future__ import annotations
 
@@ -34,11 +33,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
-
-import torch
-
-from minigrpo.lm.tasks import Task
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -136,11 +130,15 @@ def _looks_like_path(name: str) -> bool:
             or Path(name).suffix.lower() in FORMATS or ("/" not in name and Path(name).suffix != ""))
 
 
-def read_dataset(source: str, split: str = "train"):
+def read_dataset(source: str, split: str = "train", config: str | None = None):
     """A ``datasets.Dataset`` (or a ``DatasetDict`` from a save_to_disk folder) from a file, a folder
-    or a hub name — every failure a ValueError/FileNotFoundError of one line naming the source."""
+    or a hub name (``config``: the hub dataset's configuration, e.g. "main") — every failure a
+    ValueError/FileNotFoundError of one line naming the source."""
     datasets = _quiet_datasets()
     path = Path(source).expanduser()
+    if config is not None and (path.exists() or _looks_like_path(source)):
+        raise ValueError(f"data_config={config!r} names a hub dataset's configuration; data {source!r} is a "
+                         "local file or folder, which has none")
     if path.is_dir():
         if not any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
             raise ValueError(f"data {source!r} is a folder but not one written by datasets' save_to_disk (no "
@@ -162,7 +160,7 @@ def read_dataset(source: str, split: str = "train"):
         raise FileNotFoundError(f"data {source!r} does not exist; give a .jsonl, .csv or .parquet file, a folder "
                                 "written by save_to_disk, or a hub dataset name")
     try:
-        return datasets.load_dataset(source, split=split)
+        return datasets.load_dataset(source, config, split=split)
     except Exception as e:
         raise ValueError(f"data {source!r}: no local file by that name, and the Hugging Face hub did not provide "
                          f"it ({_first_line(e)})") from None
@@ -219,24 +217,26 @@ class PromptData:
         return f"PromptData({self.source!r}, {len(self)} rows, columns {['prompt', *self.columns]})"
 
     @classmethod
-    def load(cls, source, split: str = "train") -> "PromptData":
+    def load(cls, source, split: str = "train", prompt_column: str = "prompt",
+             config: str | None = None) -> "PromptData":
         """Read a file, a save_to_disk folder or a hub name (see the module docstring); a folder's
-        ``DatasetDict`` gives its ``split``."""
+        ``DatasetDict`` gives its ``split``. ``prompt_column``: the column that holds the prompts."""
         if isinstance(source, PromptData):
             return source
         if not isinstance(source, (str, os.PathLike)):
-            return cls.from_dataset(source)
+            return cls.from_dataset(source, prompt_column=prompt_column)
         source = os.fspath(source)
-        ds = read_dataset(source, split)
+        ds = read_dataset(source, split, config)
         if isinstance(ds, dict):                           # a DatasetDict from save_to_disk
             if split not in ds:
                 raise ValueError(f"data {source!r} holds the splits {sorted(ds)}, not {split!r}")
             ds = ds[split]
-        return cls.from_dataset(ds, source)
+        return cls.from_dataset(ds, source, prompt_column)
 
     @classmethod
-    def from_dataset(cls, ds, source: str = "dataset") -> "PromptData":
-        """From a ``datasets.Dataset``, or a list of dicts (records)."""
+    def from_dataset(cls, ds, source: str = "dataset", prompt_column: str = "prompt") -> "PromptData":
+        """From a ``datasets.Dataset``, or a list of dicts (records). The ``prompt_column`` (a hub
+        dataset's ``question``, say) becomes the rows' prompt, and every other column stays a column."""
         if isinstance(ds, list):
             records, names = ds, sorted({k for r in ds if isinstance(r, dict) for k in r})
             if not all(isinstance(r, dict) for r in ds):
@@ -248,16 +248,17 @@ class PromptData:
                              "dicts with a 'prompt' key")
         if not records:
             raise ValueError(f"data {source!r} holds no rows; it needs a row per prompt, with a 'prompt' column")
-        if "prompt" not in names:
-            raise ValueError(f"data {source!r} has no 'prompt' column (its columns: {names}); name the column that "
-                             "holds the prompts 'prompt'")
+        key = prompt_column
+        if key not in names:
+            raise ValueError(f"data {source!r} has no {key!r} column (its columns: {names}); name the column that "
+                             "holds the prompts with prompt_column (--prompt-column)")
         rows = []
         for i, rec in enumerate(records):
-            if "prompt" not in rec:
-                raise ValueError(f"{_where(source, i)}the row has no 'prompt'")
-            _check_prompt(rec["prompt"], source, i)
-            rows.append(Row(rec["prompt"], {k: v for k, v in rec.items() if k != "prompt"}, i))
-        return cls(rows, source, [n for n in names if n != "prompt"])
+            if rec.get(key) is None:
+                raise ValueError(f"{_where(source, i)}the row has no {key!r}")
+            _check_prompt(rec[key], source, i)
+            rows.append(Row(rec[key], {k: v for k, v in rec.items() if k != key}, i))
+        return cls(rows, source, [n for n in names if n != key])
 
     # --- views -------------------------------------------------------------------------------------
     def subset(self, keep, source: str | None = None) -> "PromptData":
@@ -289,112 +290,3 @@ class PromptData:
                 raise ValueError(f"{_where(self.source, r.index)}the prompt is {n} tokens; with max_new_tokens="
                                  f"{max_new_tokens} that is {n + max_new_tokens}, over the model's context of "
                                  f"{context} tokens (shorten the prompt, drop the row, or lower max_new_tokens)")
-
-
-def load_train_test(data: str, test_data: str | None = None, test_fraction: float = 0.1
-                    ) -> tuple[PromptData, PromptData | None]:
-    """(training rows, held-out rows or None) for a run: the held-out rows come from ``test_data``,
-    else from the "test" split of a save_to_disk ``DatasetDict``, else the fixed ``test_fraction`` of
-    ``data`` by prompt hash (none when it is 0)."""
-    ds = read_dataset(os.fspath(data))
-    if isinstance(ds, dict):                                 # a DatasetDict: its train split, and its test split
-        if "train" not in ds:
-            raise ValueError(f"data {data!r} holds the splits {sorted(ds)}; it needs a 'train' split")
-        train = PromptData.from_dataset(ds["train"], os.fspath(data))
-        if test_data is None and "test" in ds:
-            return train, PromptData.from_dataset(ds["test"], f"{data} (test split)")
-    else:
-        train = PromptData.from_dataset(ds, os.fspath(data))
-    if test_data is not None:
-        test = read_dataset(os.fspath(test_data))
-        if isinstance(test, dict):
-            test = test["test"] if "test" in test else test["train"]
-        return train, PromptData.from_dataset(test, os.fspath(test_data))
-    if not test_fraction:
-        return train, None
-    train, test = train.split(test_fraction)
-    return train, (test if test.rows else None)
-
-
-# --- prompt sources: what a run draws its prompts from ---------------------------------------------
-
-@runtime_checkable
-class PromptSource(Protocol):
-    """Where a run's prompts come from: a built-in task (``TaskPrompts``) or your data (``DataPrompts``)."""
-
-    name: str
-
-    def train_rows(self, step: int, n: int, generator: torch.Generator) -> list[Row]:
-        """The ``n`` training rows of step ``step`` (1, 2, …)."""
-        ...
-
-    def test_rows(self, n: int) -> list[Row]:
-        """The fixed held-out rows (at most ``n``), the same on every run."""
-        ...
-
-
-class TaskPrompts:
-    """A built-in task as a prompt source: each problem a row with an ``answer`` column."""
-
-    columns = ["answer"]
-
-    def __init__(self, task: Task):
-        self.task, self.name, self.test_name = task, task.name, task.name
-
-    def longest_answer(self, tokenizer) -> int:
-        return self.task.max_answer_len
-
-    def check(self, tokenizer, max_new_tokens: int, context: int | None) -> None:
-        """Refuse a model whose context cannot hold the task's longest prompt and max_new_tokens."""
-        need = self.task.max_prompt_len + max_new_tokens
-        if context is not None and need > context:
-            raise ValueError(f"task {self.name!r}: a prompt of up to {self.task.max_prompt_len} characters + "
-                             f"max_new_tokens={max_new_tokens} does not fit the model's context of {context} tokens")
-
-    def train_rows(self, step: int, n: int, generator: torch.Generator) -> list[Row]:
-        return [Row(p.prompt, {"answer": p.answer}) for p in self.task.sample(n, "train", generator)]
-
-    def test_rows(self, n: int) -> list[Row]:
-        return [Row(p.prompt, {"answer": p.answer}) for p in self.task.test_set(n)]
-
-
-class DataPrompts:
-    """Your data as a prompt source: a shuffled pass over the training rows per epoch (each row once
-    per epoch), the order a function of ``seed`` and the step alone, so a resumed run continues
-    exactly; held-out rows in their file order."""
-
-    def __init__(self, train: PromptData, test: PromptData | None, seed: int = 0):
-        self.train, self.test, self.seed = train, test, seed
-        self.name, self.columns = train.source, train.columns
-        self.test_name = None if test is None else test.source
-        self._orders: dict[int, list[int]] = {}
-
-    def longest_answer(self, tokenizer) -> int:
-        """The longest ``answer`` (or else ``completion``) in tokens, 0 when the data has neither."""
-        for column in ("answer", "completion"):
-            if column in self.columns:
-                return self.train.max_length(tokenizer, column)
-        return 0
-
-    def check(self, tokenizer, max_new_tokens: int, context: int | None) -> None:
-        """Every prompt, held-out ones too, encodes to tokens that fit the context with max_new_tokens."""
-        for data in (self.train, self.test):
-            if data is not None:
-                data.check_lengths(tokenizer, max_new_tokens, context)
-
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2 ** 63)
-            self._orders = {epoch: torch.randperm(len(self.train), generator=g).tolist()}
-        return self._orders[epoch]
-
-    def train_rows(self, step: int, n: int, generator: torch.Generator | None = None) -> list[Row]:
-        N = len(self.train)
-        start = (step - 1) * n
-        out = []
-        for i in range(start, start + n):
-            out.append(self.train.rows[self._order(i // N)[i % N]])
-        return out
-
-    def test_rows(self, n: int) -> list[Row]:
-        return [] if self.test is None else self.test.rows[:n]

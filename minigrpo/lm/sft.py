@@ -12,7 +12,7 @@ Two sources of (prompt, answer) pairs, one loop (``sft_steps``):
   often does not — the imperfect starting point that GRPO with an exact-answer reward improves on,
   quickly and on held-out prompts.
 * your data (``data``): rows of a prompt and a completion (``sft_data.SFTData``), in shuffled epochs
-  (``data.DataPrompts``), into a fresh tiny GPT-2 sized to the data or any causal LM you name
+  (``sources.DataPrompts``), into a fresh tiny GPT-2 sized to the data or any causal LM you name
   (``model``, all its weights trained) — "SFT, then GRPO".
 
 ``build_anchor`` trains one and saves it with ``save_pretrained`` (model, tokenizer, and ``sft.json``
@@ -55,6 +55,10 @@ class SFTConfig:
     # A dataset of prompts and completions (.jsonl, .csv, .parquet, a save_to_disk folder or a hub name) with a
     # 'prompt' column (text or chat messages) and a completion column; None: the built-in task.
     data: str | None = setting(None, optional(text("must be a data file, a save_to_disk folder or a hub name")))
+    # data: the column of each row's prompt (e.g. question for a hub dataset)
+    prompt_column: str = setting("prompt", text("must name the data's prompt column, e.g. 'prompt' or 'question'"))
+    # data: a hub dataset's configuration, e.g. main for openai/gsm8k; None: its default
+    data_config: str | None = setting(None, optional(text("must name a hub dataset's configuration, e.g. 'main'")))
     # data: the column of each row's completion (text, or for chat data the assistant's messages)
     completion_column: str = setting("completion", text("must name the data's completion column"))
     # data: the share of rows held out for the test loss and accuracy, chosen by a hash of the prompt (fixed)
@@ -78,6 +82,8 @@ class SFTConfig:
         check_fields(self)
         if self.lr is None:
             self.lr = TINY_LR if self.is_tiny else PRETRAINED_LR
+        if self.data is None and self.data_config is not None:
+            _fail("data_config", self.data_config, "needs data (a hub dataset's configuration goes with its name)")
         if self.data is not None:
             if self.careless is not None:
                 _fail("careless", self.careless, "careless applies to the built-in tasks only (a careless teacher's "
@@ -170,8 +176,8 @@ def sft(policy, tokenizer, task: Task, cfg: SFTConfig, on_step=None) -> list[flo
 
 def sft_on_data(policy, tokenizer, data, cfg: SFTConfig, on_step=None) -> list[float]:
     """Train ``policy`` on ``data`` (an ``sft_data.SFTData`` whose ``pairs`` are made): each step the next
-    ``batch_size`` training rows of a shuffled pass (``data.DataPrompts``, seeded by ``cfg.seed``)."""
-    from minigrpo.lm.data import DataPrompts
+    ``batch_size`` training rows of a shuffled pass (``sources.DataPrompts``, seeded by ``cfg.seed``)."""
+    from minigrpo.lm.sources import DataPrompts
 
     rows = DataPrompts(data.train, data.test, cfg.seed)
     return sft_steps(policy, tokenizer, lambda t: data.problems(rows.train_rows(t + 1, cfg.batch_size)), cfg, on_step)
@@ -205,8 +211,10 @@ def sft_command(cfg: SFTConfig, out) -> str:
     shape = "".join(f" --shape.{k.replace('_', '-')} {v}" for k, v in asdict(cfg.shape).items() if v != default[k])
     model = "" if cfg.is_tiny else f" --model {shlex.quote(cfg.model)}"
     if cfg.data is not None:
-        return (f"minigrpo sft{model or ' --model tiny'} --data {shlex.quote(cfg.data)} "
-                f"--completion-column {shlex.quote(cfg.completion_column)} --test-fraction {cfg.test_fraction} "
+        return (f"minigrpo sft{model or ' --model tiny'} --data {shlex.quote(cfg.data)}"
+                f"{'' if cfg.prompt_column == 'prompt' else ' --prompt-column ' + shlex.quote(cfg.prompt_column)}"
+                f"{'' if cfg.data_config is None else ' --data-config ' + shlex.quote(cfg.data_config)}"
+                f" --completion-column {shlex.quote(cfg.completion_column)} --test-fraction {cfg.test_fraction} "
                 f"--steps {cfg.steps} --batch-size {cfg.batch_size} --lr {cfg.lr} --seed {cfg.seed}{shape} "
                 f"--out {shlex.quote(str(out))}")
     task_args = ",".join(f"{k}={v}" for k, v in cfg.task_args.items())
@@ -248,7 +256,7 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
     else:
         from minigrpo.lm.sft_data import SFTData, tiny_shape, tiny_tokenizer
 
-        data = SFTData(cfg.data, cfg.completion_column, cfg.test_fraction)
+        data = SFTData(cfg.data, cfg.completion_column, cfg.test_fraction, cfg.prompt_column, cfg.data_config)
         if cfg.is_tiny:
             tokenizer = tiny_tokenizer(data)
             shape = tiny_shape(cfg.shape, data, tokenizer)

@@ -64,11 +64,12 @@ class SFTData:
     ``tasks.Problem`` (what ``sft.sft_batch`` encodes), refusing a row that does not fit the model.
     """
 
-    def __init__(self, source, completion_column: str = "completion", test_fraction: float = 0.1):
-        data = PromptData.load(source)
+    def __init__(self, source, completion_column: str = "completion", test_fraction: float = 0.1,
+                 prompt_column: str = "prompt", config: str | None = None):
+        data = PromptData.load(source, prompt_column=prompt_column, config=config)
         if completion_column not in data.columns:
             raise ValueError(f"data {data.source!r} has no {completion_column!r} column (its columns: "
-                             f"{['prompt', *data.columns]}); name the column that holds the completions with "
+                             f"{[prompt_column, *data.columns]}); name the column that holds the completions with "
                              "completion_column (--completion-column)")
         self.source = data.source
         self.completions = {r.index: completion_text(r.columns[completion_column], _where(data.source, r.index))

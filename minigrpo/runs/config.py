@@ -79,6 +79,10 @@ class TrainConfig:
     # Your prompts instead of a task: a .jsonl/.csv/.parquet file, a save_to_disk folder or a hub dataset name, with a
     # 'prompt' column (text or chat messages); the other columns reach reward functions by name.
     data: str | None = setting(None, optional(text("must be a data file, a save_to_disk folder or a hub dataset name")))
+    # The column of data (and test_data) that holds the prompts, e.g. question for a hub dataset.
+    prompt_column: str = setting("prompt", text("must name the data's prompt column, e.g. 'prompt' or 'question'"))
+    # A hub dataset's configuration, e.g. main for openai/gsm8k; None: its default.
+    data_config: str | None = setting(None, optional(text("must name a hub dataset's configuration, e.g. 'main'")))
     # Held-out prompts for evaluation (same form as data); None: the test split of a DatasetDict folder, else
     # test_fraction of data.
     test_data: str | None = setting(None, optional(text("must be a data file, a folder or a hub dataset name")))
@@ -192,6 +196,8 @@ class TrainConfig:
 
         if self.data is None and self.test_data is not None:
             _fail("test_data", self.test_data, "needs data (held-out prompts of your own go with your own prompts)")
+        if self.data is None and self.data_config is not None:
+            _fail("data_config", self.data_config, "needs data (a hub dataset's configuration goes with its name)")
         if self.data is not None and self.model == "tiny":
             _fail("model", self.model, "'tiny' is a built-in task's anchor; with data give a model folder, e.g. the "
                                        "one `minigrpo sft --model tiny --data FILE --out DIR` writes, or a hub id")

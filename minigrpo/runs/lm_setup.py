@@ -1,8 +1,8 @@
 """What a language-model run is built from, before its first step: where its prompts come from, its
 reward, and the words it says when a step teaches nothing.
 
-* ``prompt_source(cfg)``: the built-in task (``lm/data.TaskPrompts``) or your data
-  (``lm/data.DataPrompts``) — the same rows either way, a prompt and its columns.
+* ``prompt_source(cfg)``: the built-in task (``lm/sources.TaskPrompts``) or your data
+  (``lm/sources.DataPrompts``) — the same rows either way, a prompt and its columns.
 * ``build_reward(cfg, tokenizer, source)``: one ``compose.RewardSet`` of the built-in checks named in
   ``reward_weights``, the reward model, and your ``reward_fns``, with every column they ask for
   checked against the data before the run starts.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from minigrpo.core.protocols import RewardComponent, RolloutReward
-from minigrpo.lm.data import DataPrompts, TaskPrompts, load_train_test
+from minigrpo.lm.sources import DataPrompts, TaskPrompts, load_train_test
 from minigrpo.rewards.compose import RewardSet
 from minigrpo.runs.config import TrainConfig
 
@@ -23,7 +23,7 @@ def prompt_source(cfg: TrainConfig):
     ``test_fraction``), else ``cfg.task``."""
     if cfg.data is None:
         return TaskPrompts(cfg.task_obj)
-    train, test = load_train_test(cfg.data, cfg.test_data, cfg.test_fraction)
+    train, test = load_train_test(cfg.data, cfg.test_data, cfg.test_fraction, cfg.prompt_column, cfg.data_config)
     if test is None and cfg.test_fraction:
         import warnings
 
