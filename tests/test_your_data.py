@@ -427,3 +427,18 @@ def test_a_prompt_column_of_another_name_serves_sft_and_grpo(tmp_path, capsys):
     assert main(["train", "--data", data, "--data-config", "main", "--model", str(out),
                  "--out", str(tmp_path / "runs")]) == 2
     assert "data_config='main' names a hub dataset's configuration; data" in capsys.readouterr().err
+
+
+def test_a_run_records_its_rewards_and_refuses_to_resume_without_those_given_in_code(tmp_path, add_jsonl):
+    cfg = TrainConfig(data=add_jsonl, model=ANCHOR, steps=2, save_every=1, prompts_per_step=4, group_size=2,
+                      eval_size=4, eval_samples=0, out=str(tmp_path / "runs"))
+    train_lm(cfg, run_dir=tmp_path / "run", rewards={"exact": trl_exact}, progress=False)
+    recorded = json.load(open(tmp_path / "run" / "rewards.json"))
+    assert recorded == {"exact": {"weight": 1.0, "function": f"{__name__}.trl_exact", "from": "code"}}
+    more = TrainConfig(**{**cfg.to_dict(), "steps": 3})
+    with pytest.raises(ValueError, match="was trained with rewards given in code \\(exact\\); resuming with the "
+                                         "configured reward would change"):
+        train_lm(more, resume=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="components \\['exact'\\]; the reward given now has \\['other'\\]"):
+        train_lm(more, resume=tmp_path / "run", rewards={"other": trl_exact}, progress=False)
+    assert len(train_lm(more, resume=tmp_path / "run", rewards={"exact": trl_exact}, progress=False).metrics) == 4

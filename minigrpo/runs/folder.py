@@ -98,6 +98,14 @@ class RunFolder:
             raise FileNotFoundError(f"run folder {str(self.path)!r} has no config.json; is it a minigrpo run folder?")
         return json.loads(f.read_text())
 
+    def write_json(self, name: str, obj) -> None:
+        _atomic_write_text(self.path / name, json.dumps(obj, indent=2))
+
+    def read_json(self, name: str):
+        """A JSON file of the run folder, or None when it has none."""
+        f = self.path / name
+        return json.loads(f.read_text()) if f.exists() else None
+
     def append(self, name: str, record: dict) -> None:
         with open(self.path / name, "a") as f:
             f.write(json.dumps(record) + "\n")

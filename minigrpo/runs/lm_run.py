@@ -27,7 +27,8 @@ from minigrpo.core.optimizer import adamw
 from minigrpo.runs.config import TrainConfig
 from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
 from minigrpo.runs.folder import RunFolder
-from minigrpo.runs.lm_setup import build_reward, flat_message, flat_samples, prompt_source, sample_rows
+from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
+                                    prompt_source, sample_rows)
 
 
 FLAT_WARNING = 3          # warn after this many steps in a row that taught nothing
@@ -140,6 +141,8 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     else:
         policy, tokenizer = build_policy(str(ckpt), cfg, device)
     reward = build_reward(cfg, tokenizer, source, device, rewards)
+    if folder is not None:                     # resuming: the reward the run trained with, or a clear refusal
+        check_resumed_reward(folder.read_json("rewards.json"), reward, rewards is not None, folder.path)
     T = cfg.new_tokens(source.longest_answer(tokenizer))
     source.check(tokenizer, T, context_length(policy.model))
     if cfg.lora_r:
@@ -165,6 +168,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     first = {"step": 0, **run_eval()} if ckpt is None else None
     if folder is None:
         folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
+        folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
     start = 0
     if ckpt is not None:
         state = RunFolder.load_state(ckpt)

@@ -61,6 +61,36 @@ def build_reward(cfg: TrainConfig, tokenizer, source, device=None, rewards=None)
     return reward
 
 
+def describe_reward(reward, from_code: bool) -> dict:
+    """What a run's rewards.json records: each component's weight, its function (module.name), and
+    whether it came from the config (rebuilt on resume) or from code (``train_lm(rewards=…)``)."""
+    if not isinstance(reward, RewardSet):
+        return {"reward": {"weight": 1.0, "function": _qualified(reward.reward), "from": "code"}}
+    return {k: {"weight": reward.weights[k], "function": _qualified(getattr(fn, "fn", fn)),
+                "from": "code" if from_code else "config"} for k, fn in reward.components.items()}
+
+
+def _qualified(fn) -> str:
+    owner = fn if callable(fn) and hasattr(fn, "__qualname__") else type(fn)
+    return f"{getattr(owner, '__module__', '?')}.{getattr(owner, '__qualname__', repr(owner))}"
+
+
+def check_resumed_reward(recorded: dict | None, reward, from_code: bool, run_dir) -> None:
+    """Refuse to resume with a reward other than the one the run trained with: rewards given in code
+    must be given again, and the same components must come back."""
+    if recorded is None:                                     # a run folder from before rewards.json
+        return
+    coded = sorted(k for k, v in recorded.items() if v["from"] == "code")
+    if coded and not from_code:
+        raise ValueError(f"run folder {str(run_dir)!r} was trained with rewards given in code ({', '.join(coded)}); "
+                         "resuming with the configured reward would change what it learns. Resume from Python: "
+                         "train_lm(cfg, resume=RUN_DIR, rewards=...) with the same rewards")
+    now = describe_reward(reward, from_code)
+    if sorted(now) != sorted(recorded):
+        raise ValueError(f"run folder {str(run_dir)!r} was trained with the reward components {sorted(recorded)}; "
+                         f"the reward given now has {sorted(now)}; resume with the same components")
+
+
 def _builtin_parts(cfg: TrainConfig, tokenizer, source, device) -> dict:
     """{name: (component, weight)} for ``cfg.reward_weights``: the task's checks, or for data the
     checks that need only an answer column and the text, plus the reward model."""
