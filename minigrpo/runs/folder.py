@@ -4,7 +4,9 @@
 
     runs/train-addition-20261121-101500/
         config.json          the TrainConfig, as given
-        metrics.jsonl        one JSON object per step (and held-out accuracy every N steps)
+        rewards.json         each reward component: weight, function, from the config or from code
+        metrics.jsonl        one JSON object per step (and the held-out evaluation every N steps)
+        tensorboard/         with --report-to tensorboard: the same records, for TensorBoard
         samples.jsonl        a few prompts with their completions and rewards, every N steps
         checkpoints/
             latest           name of the newest complete checkpoint
