@@ -173,3 +173,14 @@ def test_a_folder_whose_tokenizer_has_no_eos_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="has no EOS token") as err:
         load_causal_lm(folder)
     assert "\n" not in str(err.value)
+
+
+def test_a_hub_id_with_dots_is_asked_of_the_hub_not_refused_as_a_missing_path():
+    """``Qwen/Qwen2.5-0.5B`` is an owner/name hub id; a missing ``./ckpt`` or ``a/b/c`` is a path."""
+    from minigrpo.lm.models import looks_like_path
+
+    assert not looks_like_path("Qwen/Qwen2.5-0.5B") and not looks_like_path("gpt2")
+    assert looks_like_path("./ckpt") and looks_like_path("runs/a/b") and looks_like_path("model.bin")
+    assert looks_like_path("data/x.jsonl", (".jsonl",)) and not looks_like_path("openai/gsm8k", (".jsonl",))
+    with pytest.raises(OSError, match="the Hugging Face hub did not provide it"):   # offline in tests: at once
+        load_causal_lm("Qwen/Qwen2.5-0.5B")

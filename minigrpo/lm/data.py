@@ -34,6 +34,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minigrpo.lm.models import looks_like_path
+
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -124,19 +126,13 @@ def _quiet_datasets():
     return datasets
 
 
-def _looks_like_path(name: str) -> bool:
-    """A name with a file's look (a folder part, a suffix without an owner/ part) is not a hub name."""
-    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-            or Path(name).suffix.lower() in FORMATS or ("/" not in name and Path(name).suffix != ""))
-
-
 def read_dataset(source: str, split: str = "train", config: str | None = None):
     """A ``datasets.Dataset`` (or a ``DatasetDict`` from a save_to_disk folder) from a file, a folder
     or a hub name (``config``: the hub dataset's configuration, e.g. "main") — every failure a
     ValueError/FileNotFoundError of one line naming the source."""
     datasets = _quiet_datasets()
     path = Path(source).expanduser()
-    if config is not None and (path.exists() or _looks_like_path(source)):
+    if config is not None and (path.exists() or looks_like_path(source, FORMATS)):
         raise ValueError(f"data_config={config!r} names a hub dataset's configuration; data {source!r} is a "
                          "local file or folder, which has none")
     if path.is_dir():
@@ -156,7 +152,7 @@ def read_dataset(source: str, split: str = "train", config: str | None = None):
         except Exception as e:                      # datasets wraps reader errors in its own types
             raise ValueError(f"data {source!r} could not be read as {kind.upper()}{_bad_line(path)}: "
                              f"{_first_line(e)}") from None
-    if _looks_like_path(source):
+    if looks_like_path(source, FORMATS):
         raise FileNotFoundError(f"data {source!r} does not exist; give a .jsonl, .csv or .parquet file, a folder "
                                 "written by save_to_disk, or a hub dataset name")
     try:

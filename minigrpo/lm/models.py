@@ -71,8 +71,14 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).suffix != ""
+def looks_like_path(name: str, file_suffixes=()) -> bool:
+    """Whether a name that does not exist was meant as a local path rather than a hub id. A hub id is
+    ``name`` or ``owner/name`` and may hold dots (``Qwen/Qwen2.5-0.5B``); a path starts with ``.``, ``/``
+    or ``~``, has a backslash or two slashes, ends in one of ``file_suffixes``, or is a bare name with a
+    suffix (``model.bin``)."""
+    suffix = Path(name).suffix.lower()
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or suffix in file_suffixes
+            or ("/" not in name and suffix != ""))
 
 
 def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
@@ -90,7 +96,7 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
 
     name = str(name_or_path)
     path = newest_checkpoint(Path(name).expanduser())
-    if not path.exists() and _looks_like_path(name):
+    if not path.exists() and looks_like_path(name):
         raise FileNotFoundError(f"model checkpoint path {name!r} does not exist; give a folder written by "
                                 "save_pretrained (e.g. assets/anchors/addition) or a hub id such as gpt2")
     if path.exists() and not (path / "config.json").exists():
