@@ -24,8 +24,17 @@ def greedy_completions(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, pro
     return out
 
 
-def accuracy(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, task: Task, problems: list[Problem],
-             max_new_tokens: int) -> float:
-    """Fraction of ``problems`` whose greedy completion is the answer (whitespace around either ignored)."""
+def exact_match(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, problems: list[Problem],
+                max_new_tokens: int) -> float | None:
+    """Fraction of ``problems`` whose greedy completion is the answer, whitespace around either ignored
+    (None when there are no problems)."""
+    if not problems:
+        return None
     texts = greedy_completions(policy, tokenizer, [p.prompt for p in problems], max_new_tokens)
     return sum(t.strip() == p.answer.strip() for t, p in zip(texts, problems)) / len(problems)
+
+
+def accuracy(policy: CausalLMPolicy | AdapterOffAnchor, tokenizer, task: Task, problems: list[Problem],
+             max_new_tokens: int) -> float:
+    """A task's held-out accuracy: ``exact_match`` on its problems."""
+    return exact_match(policy, tokenizer, problems, max_new_tokens)

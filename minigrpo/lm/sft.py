@@ -195,16 +195,6 @@ def held_out_loss(policy, tokenizer, problems: list[Problem], batch_size: int = 
     return total / count if count else None
 
 
-def exact_match(policy, tokenizer, problems: list[Problem], max_new_tokens: int) -> float | None:
-    """Fraction of ``problems`` whose greedy completion is the answer, whitespace around either ignored."""
-    from minigrpo.lm.evaluate import greedy_completions
-
-    if not problems:
-        return None
-    texts = greedy_completions(policy, tokenizer, [p.prompt for p in problems], max_new_tokens)
-    return sum(t.strip() == p.answer.strip() for t, p in zip(texts, problems)) / len(problems)
-
-
 def sft_command(cfg: SFTConfig, out) -> str:
     """The `minigrpo sft` command line that rebuilds this anchor."""
     default = asdict(TinyGPT2())
@@ -238,6 +228,7 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
     folder. Held-out accuracy and loss are measured on at most ``eval_size`` held-out prompts."""
     from tqdm.auto import tqdm
 
+    from minigrpo.lm.evaluate import exact_match
     from minigrpo.lm.models import load_causal_lm
     from minigrpo.lm.policy import CausalLMPolicy, context_length
 
