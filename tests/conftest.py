@@ -3,9 +3,24 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # No network at test time: a name that is not a local file must fail at once, not after the hub's retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture()
+def one_thread():
+    """torch on one thread for the test: tiny matrices gain nothing from a second thread, and on a 2-core
+    machine shared with another job two threads made GRPO steps about 40 times slower. A test file
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,18 +1,12 @@
 """Guided rewards inside real GRPO runs: reward hacking measured, stepwise vs outcome, composite logging."""
 import pytest
-import torch
 
 from minigrpo.runs.experiments import PROXY_DIR, reward_hacking, stepwise_vs_outcome, steps_to_target
 from minigrpo.runs.config import TrainConfig
 from minigrpo.runs.lm_run import train_lm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def test_hacking_proxy_rises_and_truth_falls_at_small_beta_but_not_at_large(tmp_path):

@@ -11,13 +11,13 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from local_models import bpe_tokenizer, save_model, tiny_gpt2, tiny_qwen2
 from minigrpo.cli import main
 from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2, load_causal_lm
 from minigrpo.lm.policy import CausalLMPolicy
-from minigrpo.lm.sft import SFTConfig, build_anchor, exact_match, held_out_loss, sft
+from minigrpo.lm.evaluate import exact_match
+from minigrpo.lm.sft import SFTConfig, build_anchor, held_out_loss, sft
 from minigrpo.lm.sft_data import TINY_CHAT_TEMPLATE, SFTData, completion_text
 from minigrpo.lm.tasks import make_task
 from minigrpo.lm.tokens import char_tokenizer
@@ -26,13 +26,7 @@ LETTERS = "abcdefgh"                     # 3-letter words: 8³ = 512 of them, so
 SMALL = ["--shape.n-layer", "1", "--shape.n-embd", "32", "--shape.n-head", "2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and much faster when another process holds the other core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def words(n: int = 200, seed: int = 0) -> list[str]:

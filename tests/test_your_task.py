@@ -19,7 +19,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-import torch
 
 from local_models import bpe_tokenizer, save_model, tiny_gpt2
 from minigrpo.cli import main
@@ -36,14 +35,7 @@ def exact(prompts, completions, answer, **kwargs):
 '''
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is as fast as two, and never fights a busy CPU (as in the notebooks). Two
-    threads on a 2-core machine shared with another job made GRPO steps about 40 times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
