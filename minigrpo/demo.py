@@ -42,7 +42,7 @@ def compare_recipes(base: BanditConfig, bar: tqdm | None = None) -> list[dict]:
     placement and baseline.)"""
     rows = []
     for name in PRESETS:
-        cfg = replace(base, recipe=name, kl=None, baseline=None)       # None: the preset's own pieces
+        cfg = replace(base, recipe=name, method=None, kl=None, baseline=None, updates=None)   # None: the preset's own
         recipe = cfg.build_recipe()
         res = _run(cfg, f"recipe {name}", bar) if bar is not None else run_bandit(cfg)
         s = res.summary()

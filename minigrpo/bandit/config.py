@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from minigrpo.bandit.arms import ArmRewards
-from minigrpo.core.advantages import BASELINES
-from minigrpo.core.recipe import KLS, PRESETS, Recipe, compose, replace
+from minigrpo.core.recipe import BASELINES, KLS, PRESETS, Recipe, compose, replace
 from minigrpo.core.validate import SEED, check_fields, integer, number, one_of, optional, refuse, setting
 
 BASELINE_CHOICES = tuple(BASELINES) + ("value",)
+METHODS = ("grpo", "ppo", "dpo", "ipo", "offline_grpo")
+"""What trains the policy: online GRPO (any recipe), PPO (recipe 'ppo': a learned value and GAE), DPO/IPO
+on preference pairs, or offline GRPO on logged pulls (``bandit/methods.py``)."""
 
 
 def skewed_anchor(K: int, skew: float = 1.0) -> list[float]:
@@ -53,9 +55,12 @@ class BanditConfig:
     """Anchor probabilities π_anchor(k) (K positive numbers summing to 1); None = ``skewed_anchor(K)``."""
     beta: float = setting(0.1, number(ge=0))
     """KL coefficient β ≥ 0 (β = 0 with a KL placement means no anchor pull)."""
-    recipe: str = setting("seed", one_of(PRESETS))
-    """The recipe: seed, deepseek, dr_grpo, rloo or dapo_like (``core/recipe.py``); ``kl`` and
-    ``baseline`` left None are the preset's own."""
+    method: str | None = setting(None, optional(one_of(METHODS)))
+    """grpo, ppo, dpo, ipo or offline_grpo; None: ppo when recipe is 'ppo', else grpo. DPO's β and
+    IPO's τ are ``beta``; the recipe's pieces serve grpo, ppo and offline_grpo."""
+    recipe: str | None = setting(None, optional(one_of(PRESETS)))
+    """The recipe: seed, deepseek, dr_grpo, rloo, dapo_like or ppo (``core/recipe.py``); None: ppo for
+    method ppo, else seed. ``kl`` and ``baseline`` left None are the preset's own."""
     baseline: str | None = setting(None, optional(one_of(BASELINE_CHOICES)))
     """One of none, batch_mean, group_mean, group_mean_std, leave_one_out, value; None: the preset's
     (seed: group_mean)."""
@@ -78,6 +83,19 @@ class BanditConfig:
     """Seeds sampling and rewards; the same seed gives the same run."""
     record_every: int = setting(1, integer(1))
     """Record the policy every this many steps (history length = steps / record_every)."""
+    updates: int | None = setting(None, optional(integer(1)))
+    """Optimizer updates per rollout (epochs over it, where the PPO clip acts); None: 4 for ppo, else 1."""
+    critic_lr: float = setting(0.1, number(gt=0))
+    """ppo: Adam learning rate of the critic (one value per run, V(x))."""
+    pairs: int = setting(100_000, integer(1))
+    """dpo/ipo: preference pairs (a, b) drawn from the anchor, labelled a ≻ b with probability
+    σ(μ_a − μ_b) (Bradley–Terry on the arm means); pairs of one arm with itself are dropped."""
+    logged: int = setting(100_000, integer(1))
+    """offline_grpo: pulls logged once from the behaviour policy, with their rewards; each step draws
+    a group of G of them."""
+    behaviour: Sequence[float] | None = None
+    """offline_grpo: the logging policy's probabilities (K numbers ≥ 0 summing to 1; a 0 is an arm
+    never logged); None: the anchor."""
 
     def __post_init__(self):
         self.means = _numbers("means", self.means)
@@ -98,17 +116,42 @@ class BanditConfig:
             _fail("anchor", self.anchor, "probabilities must be finite and > 0 (a zero-probability arm makes KL infinite)")
         if abs(sum(self.anchor) - 1) > 1e-6:
             _fail("anchor", self.anchor, f"probabilities must sum to 1 (they sum to {sum(self.anchor):.6g})")
+        if self.behaviour is not None:
+            self.behaviour = _numbers("behaviour", self.behaviour)
+            if len(self.behaviour) != K or not all(math.isfinite(b) and b >= 0 for b in self.behaviour) \
+                    or abs(sum(self.behaviour) - 1) > 1e-6:
+                _fail("behaviour", self.behaviour, f"must be {K} probabilities ≥ 0 summing to 1, one per arm")
+            if self.method not in (None, "offline_grpo"):
+                _fail("behaviour", self.behaviour, "is the logging policy of method offline_grpo only")
+        self._fill_method()
         # the recipe's pieces: the preset's own where None
         own = self.build_recipe()
         self.kl = str(own.kl)
         self.baseline = self.baseline or own.baseline.name
         need = BASELINES[self.baseline].min_group if self.baseline in BASELINES else 1
+        if self.method in ("dpo", "ipo"):
+            need = 1                      # no groups: pairs
         if self.group_size < need:
             _fail("group_size", self.group_size, f"must be ≥ {need} with baseline={self.baseline!r} "
                                                  "(a group baseline needs G ≥ 2)")
         if self.steps % self.record_every:
             # otherwise the last steps are never recorded and ``policy`` would not be the final policy
             _fail("record_every", self.record_every, f"must divide steps={self.steps}, so the final policy is recorded")
+
+    def _fill_method(self) -> None:
+        """method and recipe from each other: ppo is the recipe 'ppo' (a critic), and only it."""
+        if self.method is None:
+            self.method = "ppo" if self.recipe == "ppo" else "grpo"
+        if self.recipe is None:
+            self.recipe = "ppo" if self.method == "ppo" else "seed"
+        if (self.method == "ppo") != (self.recipe == "ppo"):
+            _fail("recipe", self.recipe, f"method={self.method!r} goes with recipe " +
+                  ("'ppo' (a learned value and GAE)" if self.method == "ppo" else
+                   "other than 'ppo' (recipe 'ppo' is method ppo)"))
+        if self.updates is None:
+            self.updates = 4 if self.method == "ppo" else 1
+        if self.method == "ppo" and self.baseline not in (None, "gae"):
+            _fail("baseline", self.baseline, "method ppo's baseline is its critic ('gae')")
 
     @property
     def K(self) -> int:

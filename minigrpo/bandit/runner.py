@@ -22,14 +22,17 @@ import torch
 from torch import Tensor
 
 from minigrpo.core.advantages import LearnedValue
+from minigrpo.core.critic import GAE, Critic, ValueTable
 from minigrpo.core.kl import FixedBeta
 from minigrpo.core.optimizer import LeanAdam
-from minigrpo.core.optimum import expected_reward, kl_divergence, optimal_policy, total_variation
+from minigrpo.core.optimum import (bradley_terry, expected_reward, ipo_optimum, kl_divergence, logged_optimum,
+                                   optimal_policy, total_variation)
 from minigrpo.bandit.policies import TabularSoftmaxPolicy
 from minigrpo.bandit.envs import EnvReward
 from minigrpo.core.step import train
 from minigrpo.core.validate import refuse
 from minigrpo.bandit.config import BanditConfig
+from minigrpo.bandit.methods import draw_pairs, empirical_rewards, log_pulls, offline_steps, preference_steps
 
 @contextmanager
 def single_thread():
@@ -81,9 +84,32 @@ class BanditResult:
     def tv_to_optimum(self) -> Tensor:
         return total_variation(self.probs.log(), self.optimum.log())
 
+    def fixed_point(self) -> Tensor | None:
+        """Where the method lands in theory, (R, K) probabilities, when that differs from π* and is
+        known in closed form: IPO's (``optimum.ipo_optimum``), and offline GRPO's on the logged data
+        (π ∝ π_anchor·exp(r̂/β) with the logged mean rewards r̂, the unlogged arms keeping the mass the
+        run left them: ``optimum.logged_optimum``). None otherwise (π* is the method's own)."""
+        method = self.config.method
+        logp_anchor = self.anchor.log()
+        if method == "ipo":
+            pref = bradley_terry(self.means)
+            return torch.stack([ipo_optimum(logp_anchor, pref, float(b)).exp() for b in self.betas])
+        if method == "offline_grpo":
+            r_hat, seen = self.extra["logged_reward"], self.extra["logged_arms"]
+            return torch.stack([logged_optimum(logp_anchor, r_hat[i], float(b), seen[i],
+                                               self.policy[i][~seen[i]].sum().item()).exp()
+                                for i, b in enumerate(self.betas)])
+        return None
+
     def summary(self, run: int = 0) -> dict:
         """The final numbers of one run, as plain Python (the CLI's --json output)."""
+        fixed = self.fixed_point()
+        own = {} if fixed is None else {
+            "fixed_point": fixed[run].tolist(),
+            "kl_to_fixed_point": kl_divergence(self.policy[run].log(), fixed[run].log()).item()}
         return {
+            "method": self.config.method,
+            **own,
             "policy": self.policy[run].tolist(),
             "anchor": self.anchor.tolist(),
             "optimum": self.optimum[run].tolist(),
@@ -103,8 +129,19 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     """Train GRPO on the bandit of ``cfg``; with ``betas``, one independent run per β, side by side.
 
     ``on_record(step, probs)`` is called each time the policy is recorded (for live plots).
+    ``cfg.method`` picks what trains it: grpo and ppo sample online (``core/step.train``; ppo with a
+    critic, one value per run), dpo/ipo learn from preference pairs and offline_grpo from logged pulls
+    (``bandit/methods.py``; one run per β, one after another).
     """
     import time
+
+    if cfg.method in ("dpo", "ipo", "offline_grpo") and betas is not None:
+        runs = [run_bandit(replace(cfg, beta=float(b)), on_record=on_record) for b in betas]
+        first = runs[0]
+        return replace(first, betas=torch.cat([r.betas for r in runs]), probs=torch.cat([r.probs for r in runs], 1),
+                       reward=torch.cat([r.reward for r in runs], 1), optimum=torch.cat([r.optimum for r in runs]),
+                       wall_seconds=sum(r.wall_seconds for r in runs),
+                       extra={k: torch.cat([r.extra[k] for r in runs]) for k in first.extra})
 
     betas_t = torch.tensor([cfg.beta] if betas is None else [float(b) for b in betas], dtype=torch.float64)
     if betas is not None:
@@ -128,9 +165,14 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     recipe = cfg.build_recipe()
     if cfg.baseline == "value":
         recipe = replace(recipe, baseline=LearnedValue(n_prompts=R, lr=0.1))
+    if isinstance(recipe.baseline, GAE):                # ppo: the critic is one learned value per run
+        table = ValueTable(R)
+        recipe = replace(recipe, baseline=Critic(table, recipe.baseline, value_clip=None, max_grad_norm=None,
+                                                 optimizer=LeanAdam(table.parameters(), lr=cfg.critic_lr)))
     opt = LeanAdam(policy.parameters(), lr=cfg.lr)
     prompts = torch.arange(R)
     beta_value = betas_t.to(torch.get_default_dtype()) if R > 1 else float(betas_t[0])
+    extra = {}
 
     n_rec = cfg.steps // cfg.record_every
     thetas = torch.empty(n_rec + 1, R, K)                      # logits history; softmax once at the end
@@ -138,13 +180,23 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     reward = torch.empty(cfg.steps, R)
     decay = (1 - cfg.final_lr_frac) / max(cfg.steps - 1, 1)
     t0 = time.perf_counter()
-    steps = train(policy, anchor, prompts, rewards, recipe, FixedBeta(beta_value), opt, cfg.group_size, cfg.steps,
-                  generator=gen)
+    if cfg.method in ("dpo", "ipo"):
+        pairs = draw_pairs(cfg, gen)
+        steps = preference_steps(cfg, policy, anchor, opt, pairs)
+        extra["pair_wins"] = pairs.wins[None]
+    elif cfg.method == "offline_grpo":
+        arms, pulled = log_pulls(cfg, gen)
+        r_hat, seen = empirical_rewards(arms, pulled, K)
+        extra.update(logged_reward=r_hat[None], logged_arms=seen[None])
+        steps = offline_steps(cfg, policy, anchor, opt, recipe, beta_value, arms, pulled, R, gen)
+    else:
+        steps = (step.r.mean(1) for step in train(policy, anchor, prompts, rewards, recipe, FixedBeta(beta_value), opt,
+                                                  cfg.group_size, cfg.steps, generator=gen, updates=cfg.updates))
     with torch.no_grad(), single_thread():
-        for t, step in enumerate(steps):
+        for t, mean_reward in enumerate(steps):
             opt.lr = cfg.lr * (1 - decay * (t + 1))              # rate for the next step: linear decay to
                                                                  # lr·final_lr_frac lets sampled SGD settle
-            torch.mean(step.r, 1, out=reward[t])
+            reward[t] = mean_reward
             if (t + 1) % cfg.record_every == 0:
                 i = (t + 1) // cfg.record_every
                 thetas[i] = policy.theta
@@ -154,7 +206,7 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     wall = time.perf_counter() - t0
     opt_policy = optimal_policy(anchor_probs.log(), means, betas_t.to(means.dtype).clamp_min(1e-12)[:, None]).exp()
     return BanditResult(cfg, betas_t, probs, torch.arange(n_rec + 1) * cfg.record_every, reward,
-                        anchor_probs, means, opt_policy, wall)
+                        anchor_probs, means, opt_policy, wall, extra)
 
 
 def sweep_beta(cfg: BanditConfig, betas: Sequence[float]) -> BanditResult:

@@ -48,9 +48,11 @@ def group_mean(R: Tensor, valid: Tensor | None = None) -> Tensor:
 
 
 def group_mean_std(R: Tensor, valid: Tensor | None = None, eps: float = 1e-4) -> Tensor:
-    """A_{p,g} = (R_{p,g} − mean_j R_{p,j}) / (std_j R_{p,j} + eps)   (DeepSeekMath GRPO, eq. 3).
+    """A_{p,g} = (R_{p,g} − mean_j R_{p,j}) / (std_j R_{p,j} + eps)   (DeepSeekMath GRPO, §4.1.2).
 
-    std is the unbiased sample std over the group, as in DeepSeekMath and TRL. A group whose
+    DeepSeekMath writes Â = (r − mean(r))/std(r) and does not say which std or add an eps. Here std is
+    the unbiased sample std (divisor G − 1) and eps = 1e-4, as in TRL's GRPOTrainer (``torch.std``
+    and ``+ 1e-4``): our choice to match TRL, not the paper's. A group whose
     rewards are all equal has std 0 and gets A = 0 exactly (the numerator is 0), not NaN.
     Dividing by a per-group statistic re-weights prompts, so the fixed point is not π*.
     With ``valid``, mean and std run over the valid completions; a group with fewer than two gets A = 0.

@@ -18,9 +18,10 @@ http://joschu.net/blog/kl-approx.html). With log-ratio ``lr = logp_anchor − lo
 Each estimator carries its derivative with respect to ``logp`` beside it, micrograd-style: the
 training step builds ∂L/∂logp from these and hands it to the policy (see ``loss.py``).
 
-Placement: the KL goes either into the reward (R_total = r − β·Σ_t k_t, held constant — the
-guided-reward GRPO of this toolkit; its fixed point is π* ∝ π_anchor·exp(r/β)) or into the loss as
-a differentiable term (DeepSeekMath GRPO). The two are different objectives: see ``optimum.py``.
+Placement: the KL goes into the reward (R_total = r − β·Σ_t k_t, held constant — the guided-reward
+GRPO of this toolkit; its fixed point is π* ∝ π_anchor·exp(r/β)), into the reward token by token
+(R_t = −β·k_t, plus r at the last token: PPO for RLHF, read by a critic), or into the loss as a
+differentiable term (DeepSeekMath GRPO). Loss and reward are different objectives: see ``optimum.py``.
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def per_prompt(beta, like: Tensor) -> Tensor:
     return beta.reshape(beta.shape + (1,) * (like.dim() - beta.dim()))
 
 
-# --- placements: the same interface, two places ------------------------------------------------
+# --- placements: the same interface, three places ---------------------------------------------
 
 @dataclass(frozen=True)
 class KLInReward:
@@ -127,6 +128,34 @@ class KLInReward:
 
     def __str__(self):
         return f"reward:{self.estimator.name}"
+
+
+@dataclass(frozen=True)
+class KLInTokenReward:
+    """Anchor KL as a per-token reward, the score added at the last token (PPO for RLHF: Ziegler et al.
+    2019, §2.2; Ouyang et al. 2022, eq. 2), held constant:
+
+        R_t = −β·k(y_t) + [t = last]·r        (P,G,T); 0 on padding
+
+    Summed over t this is ``KLInReward``'s R_total; kept per token, a critic and GAE
+    (``critic.py``) can credit each token with the rewards from there on. Only a per-token
+    baseline (``critic.GAE``) reads it: the group baselines take one number per completion.
+    """
+
+    estimator: Estimator = K1
+
+    def shape_reward(self, r: Tensor, logp: Tensor, logp_anchor: Tensor, mask: Tensor, beta) -> Tensor:
+        """r (P,G), per-token log-probs (P,G,T) → R_t (P,G,T)."""
+        m = mask.to(logp.dtype)
+        R = -per_prompt(beta, logp) * self.estimator.value(logp, logp_anchor) * m          # (P,G,T)
+        last = (mask.sum(-1, keepdim=True) - 1).clamp_min(0)                               # (P,G,1)
+        return R.scatter_add(-1, last, r[..., None].to(R.dtype))
+
+    def loss_terms(self, logp: Tensor, logp_anchor: Tensor, beta):
+        return None, None
+
+    def __str__(self):
+        return f"token:{self.estimator.name}"
 
 
 @dataclass(frozen=True)
@@ -166,14 +195,14 @@ class NoKL:
 
 
 def parse_kl(spec: str):
-    """'reward:k1' | 'loss:k3' | 'none' → a placement. Used by the CLI and configs."""
+    """'reward:k1' | 'token:k1' | 'loss:k3' | 'none' → a placement. Used by the CLI and configs."""
     if spec == "none":
         return NoKL()
     where, _, est = spec.partition(":") if isinstance(spec, str) else (None, None, None)   # None, 5: refused below
-    placements = {"reward": KLInReward, "loss": KLInLoss}
+    placements = {"reward": KLInReward, "token": KLInTokenReward, "loss": KLInLoss}
     if where not in placements or est not in ESTIMATORS:
         raise ValueError(
-            f"kl={spec!r} is not a KL placement; allowed: 'none' or 'reward:<est>' / 'loss:<est>' "
+            f"kl={spec!r} is not a KL placement; allowed: 'none' or 'reward:<est>' / 'token:<est>' / 'loss:<est>' "
             f"with <est> one of {sorted(ESTIMATORS)} (e.g. 'reward:k1', 'loss:k3')")
     return placements[where](ESTIMATORS[est])
 

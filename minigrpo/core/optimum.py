@@ -69,3 +69,42 @@ def reverse_kl_fixed_point(logp_anchor: Tensor, r: Tensor, beta: float, iters: i
             hi = c
     pi = beta * a / (beta + 0.5 * (lo + hi) - r)
     return (pi / pi.sum()).log().to(logp_anchor.dtype)
+
+
+def bradley_terry(r: Tensor) -> Tensor:
+    """P(a ≻ b) = σ(r_a − r_b) for every pair of arms: (V,) → (V, V) (Bradley & Terry 1952)."""
+    return torch.sigmoid(r[:, None] - r[None, :])
+
+
+def dpo_optimum(logp_anchor: Tensor, r: Tensor, beta) -> Tensor:
+    """Where DPO lands on Bradley–Terry preferences with reward r, given pairs that cover every arm:
+    the DPO loss is minimised when β·log(π/π_anchor) equals r up to a constant (Rafailov et al. 2023,
+    §4–5), which is ``optimal_policy``: the same π* as GRPO with the KL in the reward."""
+    return optimal_policy(logp_anchor, r, beta)
+
+
+def ipo_optimum(logp_anchor: Tensor, pref: Tensor, tau: float, sampler: Tensor | None = None) -> Tensor:
+    """Where IPO lands (Azar et al. 2023, eq. 10 and Proposition 4): with pairs (y, y') drawn from a
+    sampler μ (default: the anchor) and preference probabilities ``pref`` (V, V),
+
+        log π(y) − log π_anchor(y) = (P(y ≻ μ) − ½)/τ + const,    P(y ≻ μ) = Σ_y' μ(y')·pref[y, y']
+
+    — setting the gradient of E[(h − 1/(2τ))²] in the log-ratios to zero. Not π*: the reward enters
+    only through win rates against μ, bounded in [0, 1]. For (V,) inputs; returns log π."""
+    mu = logp_anchor.exp() if sampler is None else sampler
+    win = (pref * mu[None, :]).sum(-1)                                    # P(y ≻ μ), (V,)
+    return torch.log_softmax(logp_anchor + (win - 0.5) / tau, dim=-1)
+
+
+def logged_optimum(logp_anchor: Tensor, r: Tensor, beta, seen: Tensor, unseen_mass: float) -> Tensor:
+    """Where offline GRPO (importance-weighted, k1 in the reward) lands when the logged data holds only
+    the arms ``seen`` (V,) bool. Its expected gradient vanishes when the total reward
+    R_k = r_k − β·log(π_k/π_anchor,k) is the same on every seen arm, so there π ∝ π_anchor·exp(r/β),
+    as online; but nothing fixes the mass on the arms never logged — the fixed points are a family,
+    one per ``unseen_mass``, and the run's own dynamics pick one. Returns log π for the given mass
+    (spread over the unseen arms in proportion to π*). With every arm seen (mass 0) this is π*."""
+    star = optimal_policy(logp_anchor, r, beta).exp()
+    if bool(seen.all()):
+        return star.log()
+    pi = torch.where(seen, star / star[seen].sum() * (1 - unseen_mass), star / star[~seen].sum() * unseen_mass)
+    return pi.log()

@@ -1,10 +1,10 @@
-"""Recipes: a GRPO variant is a choice of four pieces, composed here and nowhere else.
+"""Recipes: a GRPO variant — or PPO — is a choice of four pieces, composed here and nowhere else.
 
 ==============  =========================================================  =====================
 piece           what it decides                                             module
 ==============  =========================================================  =====================
 ``kl``          where the anchor KL goes, and which estimator               ``kl.py``
-``baseline``    how total rewards become advantages                         ``advantages.py``
+``baseline``    how total rewards become advantages (a critic for PPO)      ``advantages.py``, ``critic.py``
 ``surrogate``   the per-token policy-gradient loss (clipped or not)         ``loss.py``
 ``aggregation`` how per-token losses are weighted into one number           ``loss.py``
 ==============  =========================================================  =====================
@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from minigrpo.core import advantages as adv
-from minigrpo.core.kl import ESTIMATORS, K1, K3, KLInLoss, KLInReward, NoKL
-from minigrpo.core.loss import PLAIN, Surrogate, clipped, constant_normaliser, seq_mean_token_mean, token_mean
+from minigrpo.core.critic import GAE, Critic
+from minigrpo.core.kl import ESTIMATORS, K1, K3, KLInLoss, KLInReward, KLInTokenReward, NoKL
+from minigrpo.core.loss import (PLAIN, Surrogate, clipped, constant_normaliser, group_token_mean, seq_mean_token_mean,
+                               token_mean)
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,8 @@ class Recipe:
     """The pieces of one GRPO variant (see the module docstring)."""
 
     name: str
-    kl: KLInReward | KLInLoss | NoKL
-    baseline: Callable
+    kl: KLInReward | KLInTokenReward | KLInLoss | NoKL
+    baseline: Callable     # a Baseline; GAE (declared) or a Critic (bound to a value net) for PPO
     surrogate: Surrogate
     aggregation: Callable
 
@@ -70,7 +72,18 @@ def dapo_like() -> Recipe:
     return Recipe("dapo_like", KLInLoss(K3), adv.GROUP_MEAN_STD, clipped(0.2, 0.28), token_mean)
 
 
-PRESETS = {"seed": seed_grpo, "deepseek": deepseek_grpo, "dr_grpo": dr_grpo, "rloo": rloo, "dapo_like": dapo_like}
+def ppo() -> Recipe:
+    """PPO as RLHF uses it (Ziegler et al. 2019; Ouyang et al. 2022): the k1 KL to the anchor in the
+    reward token by token, the score at the last token, per-token advantages from a learned value by
+    GAE(γ = 1, λ = 0.95), PPO clip 0.2, the token mean over the batch. The baseline is declared here
+    (``GAE``) and bound to a value network per run (``critic.Critic``); run it with several minibatch
+    epochs per rollout (``learn(updates=…, minibatches=…)``). With a converged critic its fixed point
+    is π* ∝ π_anchor·exp(r/β), as the seed recipe's (tests/test_methods_bandit.py)."""
+    return Recipe("ppo", KLInTokenReward(K1), GAE(), clipped(0.2), token_mean)
+
+
+PRESETS = {"seed": seed_grpo, "deepseek": deepseek_grpo, "dr_grpo": dr_grpo, "rloo": rloo, "dapo_like": dapo_like,
+           "ppo": ppo}
 
 
 def preset(name: str) -> Recipe:
@@ -82,11 +95,15 @@ def preset(name: str) -> Recipe:
 # --- every piece by name: what a config file or a flag can say -------------------------------------
 
 KLS = {str(placement): placement for placement in (
-    NoKL(), *(KLInReward(e) for e in ESTIMATORS.values()), *(KLInLoss(e) for e in ESTIMATORS.values()))}
-"""KL placements by name: 'none', 'reward:k1' … 'reward:k3', 'loss:k1' … 'loss:k3'."""
+    NoKL(), *(KLInReward(e) for e in ESTIMATORS.values()), *(KLInTokenReward(e) for e in ESTIMATORS.values()),
+    *(KLInLoss(e) for e in ESTIMATORS.values()))}
+"""KL placements by name: 'none', 'reward:k1' … 'reward:k3', 'token:k1' … 'token:k3', 'loss:k1' … 'loss:k3'."""
+
+BASELINES = {**adv.BASELINES, "gae": GAE()}
+"""Baselines by name: the stateless ones of ``advantages.py`` and 'gae' (a critic, bound per run)."""
 
 AGGREGATIONS = {"seq_mean_token_mean": seq_mean_token_mean, "token_mean": token_mean,
-                "constant_normaliser": constant_normaliser()}
+                "group_token_mean": group_token_mean, "constant_normaliser": constant_normaliser()}
 """Aggregations by name (``constant_normaliser`` divides by the rollout's T, as ``dr_grpo()`` does)."""
 
 PIECES = ("kl", "baseline", "clip_eps", "clip_eps_high", "aggregation")
@@ -121,9 +138,13 @@ def compose(name: str, **chosen) -> Recipe:
         given["clip_eps_high"] = given["clip_eps"]
     p = {**own, **given}
     changed = ", ".join(f"{k}={v}" for k, v in p.items() if v != own[k])
-    return Recipe(f"{name}, {changed}" if changed else name, KLS[p["kl"]], adv.BASELINES[p["baseline"]],
+    if (p["kl"].startswith("token:")) != (p["baseline"] == "gae"):
+        raise ValueError(f"compose: kl={p['kl']!r} with baseline={p['baseline']!r}: per-token KL rewards ('token:…') "
+                         "go with the per-token baseline 'gae' (a critic), and only with it")
+    return Recipe(f"{name}, {changed}" if changed else name, KLS[p["kl"]], BASELINES[p["baseline"]],
                   Surrogate(p["clip_eps"], p["clip_eps_high"]), AGGREGATIONS[p["aggregation"]])
 
 
-__all__ = ["Recipe", "PRESETS", "preset", "replace", "seed_grpo", "deepseek_grpo", "dr_grpo", "rloo", "dapo_like", "NoKL",
+__all__ = ["Recipe", "PRESETS", "preset", "replace", "seed_grpo", "deepseek_grpo", "dr_grpo", "rloo", "dapo_like", "ppo",
+           "NoKL", "BASELINES", "GAE", "Critic",
            "KLS", "AGGREGATIONS", "PIECES", "aggregation_name", "pieces", "compose"]

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from minigrpo.core.advantages import step_advantages
+from minigrpo.core.critic import Critic
 from minigrpo.core.kl import K1
 from minigrpo.core.loss import aggregate, clip_fraction
 from minigrpo.core.masks import masked_mean, masked_sum
@@ -120,54 +121,114 @@ def per_token(A: Tensor) -> Tensor:
     return A[..., None] if A.dim() == 2 else A
 
 
-def grpo_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Reward, recipe: Recipe, beta, optimizer,
-              G: int, *, generator: torch.Generator | None = None, updates: int = 1, max_grad_norm: float | None = None,
-              **sampling_kwargs) -> Step:
-    """Run one GRPO step and return what it computed. What the policy, the anchor and the reward
-    must provide is written down in ``protocols.py``. ``updates`` > 1 reuses the rollout for
-    several optimizer steps (where the PPO clip matters); ψ is recomputed each time.
-    ``max_grad_norm`` clips ‖∇θ‖ before each update. A non-finite ψ (from the advantages or the
-    log-probs), or a non-finite gradient norm, raises ``FloatingPointError`` before the optimizer
-    touches the weights."""
+def collect(policy: Policy, prompts: Tensor, reward_fn: Reward, G: int, *, generator: torch.Generator | None = None,
+            **sampling_kwargs) -> tuple[Rollout, Scored]:
+    """Steps 1–2: sample G completions per prompt from the policy and score them (checked)."""
     rollout = sample_group(policy, prompts, G, generator=generator, **sampling_kwargs)        # (P,G,T)
     P, G, T = rollout.shape
     scored = check_scored(call_reward(reward_fn, prompts, rollout), (P, G), reward_fn, T)       # r (P,G)
-    scored = _to_device(scored, rollout.logp.device)      # a reward computed on the CPU meets a policy on a GPU
+    return rollout, _to_device(scored, rollout.logp.device)   # a reward computed on the CPU meets a policy on a GPU
+
+
+def grpo_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Reward, recipe: Recipe, beta, optimizer,
+              G: int, *, generator: torch.Generator | None = None, updates: int = 1, minibatches: int = 1,
+              max_grad_norm: float | None = None, **sampling_kwargs) -> Step:
+    """Run one GRPO step and return what it computed: ``collect`` (sample, score), then ``learn``.
+    What the policy, the anchor and the reward must provide is written down in ``protocols.py``."""
+    rollout, scored = collect(policy, prompts, reward_fn, G, generator=generator, **sampling_kwargs)
+    return learn(policy, anchor, prompts, rollout, scored, recipe, beta, optimizer, updates=updates,
+                 minibatches=minibatches, max_grad_norm=max_grad_norm, generator=generator)
+
+
+def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, scored: Scored, recipe: Recipe, beta,
+          optimizer, *, updates: int = 1, minibatches: int = 1, max_grad_norm: float | None = None,
+          generator: torch.Generator | None = None, logp_behaviour: Tensor | None = None) -> Step:
+    """Steps 3–7 on a scored rollout: anchor log-probs, total reward, advantages, and ``updates`` epochs
+    of ``minibatches`` optimizer steps each over the rollout's prompts (PPO's several minibatch
+    epochs; 1 × 1 is one full-batch step). ψ is recomputed for every minibatch, whose aggregation
+    weights come from its own mask. A ``critic.Critic`` baseline gives per-token advantages and takes
+    one value step per minibatch beside the policy's.
+
+    ``logp_behaviour`` (P,G,T): the rollout was logged by another policy μ (offline GRPO,
+    ``offline.py``): the ratio is taken to μ, and the KL in the reward is measured with the current
+    policy. A non-finite ψ (from the advantages or the log-probs), or a non-finite gradient norm, raises
+    ``FloatingPointError`` before the optimizer touches the weights."""
+    P, G, T = rollout.shape
     r = scored.r
     with torch.no_grad():
         logp_anchor = anchor.log_probs(prompts, rollout.completions)                          # (P,G,T)
         # π_old: the sampling pass's own log-probs when it sampled the policy itself (no extra pass);
-        # after temperature/top-k/top-p the sampled distribution differs, so score the policy once
-        logp_old = None if rollout.logp_is_policy else \
+        # after temperature/top-k/top-p, or for logged data, score the policy once
+        logp_old = None if rollout.logp_is_policy and logp_behaviour is None else \
             policy.log_probs(prompts, rollout.completions).masked_fill(~rollout.mask, 0.0)
     lp_old = rollout.logp if logp_old is None else logp_old
-    R = recipe.kl.shape_reward(r, lp_old, logp_anchor, rollout.mask, beta)                     # (P,G)
-    A = recipe.baseline(R, prompts) if scored.valid is None else \
-        recipe.baseline(R, prompts, valid=scored.valid)                                        # (P,G)
+    lp_ref = lp_old if logp_behaviour is None else logp_behaviour        # the ratio's denominator
+    R = recipe.kl.shape_reward(r, lp_old, logp_anchor, rollout.mask, beta)                     # (P,G) or (P,G,T)
+    targets = None
+    if isinstance(recipe.baseline, Critic):                                                    # PPO: V and GAE
+        A, targets = recipe.baseline.advantages(R, prompts, rollout.completions, rollout.mask, scored.valid)
+        R = R if R.dim() == 2 else R.sum(-1)                                                   # (P,G) for metrics
+    else:
+        if R.dim() == 3:
+            raise ValueError(f"recipe {recipe.name!r}: kl={recipe.kl} gives per-token rewards, which only a "
+                             f"critic reads; use baseline 'gae' (recipe ppo) or kl='reward:…'")
+        A = recipe.baseline(R, prompts) if scored.valid is None else \
+            recipe.baseline(R, prompts, valid=scored.valid)                                    # (P,G)
     if scored.steps is not None:                 # process rewards: per-token advantages on top
         st = scored.steps
-        A = A[..., None] + step_advantages(st.values, st.ends, st.present, T)                  # (P,G,T)
+        A = (A if A.dim() == 3 else A[..., None]) + step_advantages(st.values, st.ends, st.present, T)   # (P,G,T)
     W = recipe.aggregation(rollout.mask)                                                       # (P,G,T)
+    split = minibatches > 1
+    logp_last = psi_last = None
+    if split:
+        logp_last, psi_last = torch.zeros_like(lp_old), torch.zeros_like(lp_old)
     grad_norm = None
     for _ in range(updates):
-        logp = policy.log_probs(prompts, rollout.completions)        # (P,G,T), graph for neural policies
-        lp = logp.detach()
-        dl = recipe.surrogate.grad(lp, lp_old, per_token(A))                                 # ∂ℓ_pg/∂logp
-        _, kl_grad = recipe.kl.loss_terms(lp, logp_anchor, beta)
-        psi = W * (dl if kl_grad is None else dl + kl_grad)                                    # ∂L/∂logp
-        if not math.isfinite(psi.sum().item()):   # one cheap check: a NaN/inf in R, A, logp or logp_anchor lands here
-            raise FloatingPointError(_non_finite_message(R=R, A=A, logp=lp, logp_anchor=logp_anchor))
-        optimizer.zero_grad()
-        policy.accumulate_grad(prompts, rollout.completions, logp, psi)
-        if max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.grad is not None],
-                                                  max_grad_norm)
-            grad_norm = float(norm)
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"the gradient norm is {grad_norm}: the loss or log-probs went non-finite; "
-                                         "the weights were not updated (lower the learning rate or check the reward)")
-        optimizer.step()
-    return Step(rollout, r, R, A, logp_anchor, lp, psi, W, recipe, beta, logp_old, grad_norm, scored)
+        for idx in minibatch_indices(P, minibatches, generator, lp_old.device):
+            rows = (lambda t: t) if idx is None else (lambda t: t[idx])     # the whole batch: no copies
+            x, y = rows(prompts), rows(rollout.completions)
+            logp = policy.log_probs(x, y)                          # (p,G,T), graph for neural policies
+            lp = logp.detach()
+            W_mb = recipe.aggregation(rows(rollout.mask)) if split else W
+            dl = recipe.surrogate.grad(lp, rows(lp_ref), rows(per_token(A)))                    # ∂ℓ_pg/∂logp
+            _, kl_grad = recipe.kl.loss_terms(lp, rows(logp_anchor), beta if idx is None else _rows(beta, idx))
+            psi = W_mb * (dl if kl_grad is None else dl + kl_grad)                             # ∂L/∂logp
+            if not math.isfinite(psi.sum().item()):   # one cheap check: a NaN/inf in R, A, logp or logp_anchor lands here
+                raise FloatingPointError(_non_finite_message(R=R, A=A, logp=lp, logp_anchor=logp_anchor))
+            optimizer.zero_grad()
+            policy.accumulate_grad(x, y, logp, psi)
+            if max_grad_norm is not None:
+                norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.grad is not None],
+                                                      max_grad_norm)
+                grad_norm = float(norm)
+                if not torch.isfinite(norm):
+                    raise FloatingPointError(f"the gradient norm is {grad_norm}: the loss or log-probs went non-finite; "
+                                             "the weights were not updated (lower the learning rate or check the reward)")
+            optimizer.step()
+            if targets is not None:
+                recipe.baseline.fit(x, y, targets if idx is None else recipe.baseline.select(targets, idx))
+            if split:
+                logp_last[idx], psi_last[idx] = lp, psi / minibatches    # on the full batch's scale
+            else:
+                logp_last, psi_last = lp, psi
+    ratio_ref = None if logp_old is None and logp_behaviour is None else lp_ref
+    return Step(rollout, r, R, A, logp_anchor, logp_last, psi_last, W, recipe, beta, ratio_ref, grad_norm, scored)
+
+
+def minibatch_indices(P: int, n: int, generator: torch.Generator | None = None, device=None) -> list[Tensor | None]:
+    """The prompts 0..P−1 split into n minibatches (``[None]``, the whole batch, when n = 1; else a fresh random order,
+    drawn from ``generator``, cut into n nearly equal parts)."""
+    if n == 1:
+        return [None]                    # None: every prompt, without indexing
+    if not 1 <= n <= P:
+        raise ValueError(f"minibatches={n} must be between 1 and the number of prompts per step ({P})")
+    order = torch.randperm(P, generator=generator, device="cpu" if generator is None else generator.device)
+    return [part.to(device) for part in order.tensor_split(n)]
+
+
+def _rows(beta, idx: Tensor):
+    """β for the rows ``idx``: a float as is, a (P,) tensor of one β per prompt indexed."""
+    return beta[idx] if isinstance(beta, Tensor) and beta.dim() == 1 else beta
 
 
 def _non_finite_message(**tensors) -> str:
