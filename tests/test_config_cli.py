@@ -69,7 +69,7 @@ def test_every_field_is_a_flag_whose_help_is_its_documentation(command, capsys, 
 
 def test_help_shows_the_choices_and_the_defaults(capsys, monkeypatch):
     text = help_text("train", capsys, monkeypatch)
-    assert "--recipe {seed,deepseek,dr_grpo,rloo,dapo_like}" in text and "(default: seed)" in text
+    assert "--recipe {seed,deepseek,dr_grpo,rloo,dapo_like,ppo}|None" in text and "--method {grpo,ppo,dpo,ipo,offline_grpo}" in text
     assert "--prompts INT, --prompts-per-step INT" in text and "(default: 16)" in text
     assert "--reward NAME=FLOAT,…|None, --reward-weights NAME=FLOAT,…|None" in text and "(default: None)" in text
     assert "--reward-fn FILE.py:NAME[=WEIGHT], --reward-fns FILE.py:NAME[=WEIGHT]" in text
@@ -253,7 +253,7 @@ def test_the_demo_table_runs_each_presets_own_pieces():
 
 BAD = [
     (["bandit", "--lr", "abc"], "--lr='abc'"), (["bandit", "--steps", "1.5"], "--steps='1.5'"),
-    (["bandit", "--means", "0.1,,x"], "--means='0.1,,x'"), (["bandit", "--recipe", "ppo"], "recipe='ppo'"),
+    (["bandit", "--means", "0.1,,x"], "--means='0.1,,x'"), (["bandit", "--recipe", "ppo", "--method", "dpo"], "recipe='ppo'"),
     (["bandit", "--kl", "loss:k9"], "kl='loss:k9'"), (["bandit", "--bogus"], "--bogus"),
     (["bandit", "--lr"], "--lr"), (["bandit", "stray"], "stray"), (["bandit", "--arms", "x"], "--arms='x'"),
     (["train", "--lr", "abc"], "--lr='abc'"), (["train", "--prompts", "two"], "--prompts='two'"),

@@ -274,7 +274,8 @@ def test_expected_surrogate_gradient_is_gradient_of_expected_reward(float64_defa
 
 def test_grpo_step_parameter_gradient_equals_autograd_of_step_loss(float64_default):
     """End to end: the θ-gradient grpo_step hands the optimizer is ∇θ of the loss it reports."""
-    from minigrpo.core.recipe import PRESETS
+    from minigrpo.core.critic import Critic, ValueTable
+    from minigrpo.core.recipe import PRESETS, replace
     from minigrpo.bandit.arms import ArmRewards
     from minigrpo.core.step import grpo_step
 
@@ -293,7 +294,10 @@ def test_grpo_step_parameter_gradient_equals_autograd_of_step_loss(float64_defau
         rewards = ArmRewards(torch.rand(2, 4, generator=g), noise="gaussian", generator=g)
         opt = Recorder()
         recipe = make()
+        if name == "ppo":             # its baseline is a critic: one learned value per prompt
+            recipe = replace(recipe, baseline=Critic(ValueTable(2), recipe.baseline))
         step = grpo_step(policy, anchor, torch.arange(2), rewards, recipe, 0.3, opt, G=6, generator=g)
-        ref = autograd_grad(theta, torch.arange(2), step.rollout.completions, step.rollout.logp, step.A, step.W,
+        A = step.A if step.A.dim() == 2 else step.A[..., 0]      # ppo: per-token advantages of one-token completions
+        ref = autograd_grad(theta, torch.arange(2), step.rollout.completions, step.rollout.logp, A, step.W,
                             recipe.surrogate, recipe.kl if step.R is step.r else None, step.logp_anchor, 0.3)
         torch.testing.assert_close(opt.grad, ref, rtol=1e-10, atol=1e-12, msg=name)

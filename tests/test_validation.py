@@ -32,7 +32,10 @@ BANDIT_BAD = [
     ("beta", nan), ("beta", inf), ("beta", -0.1), ("beta", True), ("beta", "0.1"),
     ("baseline", "median"), ("baseline", 3),                 # None is allowed: the preset's own baseline
     ("kl", "loss:k9"), ("kl", 3),                            # None is allowed: the preset's own KL placement
-    ("recipe", "ppo"), ("recipe", None), ("recipe", 3),
+    ("recipe", "sft"), ("recipe", 3), ("method", "ppo_ptx"), ("method", 3),
+    ("updates", 0), ("updates", 1.5), ("critic_lr", 0), ("critic_lr", nan), ("pairs", 0), ("pairs", 2.5),
+    ("logged", 0), ("logged", True), ("behaviour", [0.5, 0.5]), ("behaviour", [0.6, 0.6, -0.2, 0.0, 0.0]),
+    ("behaviour", "0.2"),
     ("steps", 0), ("steps", True), ("steps", 2.5), ("steps", "10"),
     ("group_size", 0), ("group_size", True), ("group_size", 4.0),
     ("lr", 0), ("lr", nan), ("lr", inf), ("lr", True), ("lr", "0.1"),
@@ -70,7 +73,12 @@ TRAIN_BAD = [
     ("kl_horizon", 0), ("kl_horizon", nan), ("kl_horizon", inf), ("kl_horizon", True), ("kl_horizon", "1e4"),
     ("kl", "loss:k9"), ("kl", 3),                            # None: the preset's own (allowed)
     ("baseline", "median"), ("baseline", 3),                 # None: the preset's own (allowed)
-    ("recipe", "ppo"), ("recipe", None), ("recipe", ""),
+    ("recipe", "sft"), ("recipe", ""), ("method", "ppo_ptx"), ("method", 3),
+    ("updates", 0), ("updates", 1.5), ("minibatches", 0), ("minibatches", 17), ("critic_lr", 0), ("critic_lr", nan),
+    ("gae_lambda", 1.5), ("gae_lambda", -0.1), ("gae_gamma", 2.0), ("gae_gamma", nan), ("value_clip", 0),
+    ("value_clip", nan), ("prefs", ""), ("prefs", 3), ("labels", ""), ("labels", 3), ("offline_data", ""),
+    ("offline_data", 3), ("offline_prompts", 0), ("offline_prompts", 2.5), ("online_prompts", -1),
+    ("online_prompts", 2.5),
     ("clip_eps_high", 0), ("clip_eps_high", 10), ("clip_eps_high", nan), ("clip_eps_high", "0.28"),
     ("aggregation", "sum"), ("aggregation", 3),
     ("group_size", 0), ("group_size", True), ("group_size", 4.0), ("group_size", "8"),
@@ -217,7 +225,7 @@ def test_bandit_flags(flags, needle, capsys):
 @pytest.mark.parametrize("flags,needle", [
     (["--baseline", "median"], "baseline='median'"), (["--steps", "ten"], "--steps='ten'"),
     (["--group-size", "2.5"], "--group-size='2.5'"), (["--lr", "abc"], "--lr='abc'"),
-    (["--means", "0.1,x"], "--means='0.1,x'"), (["--recipe", "ppo"], "recipe='ppo'"),
+    (["--means", "0.1,x"], "--means='0.1,x'"), (["--recipe", "sft"], "recipe='sft'"),
     (["--no-such-flag", "1"], "--no-such-flag"), (["--lr"], "--lr"),
 ])
 def test_bandit_flags_the_parser_rejects_are_one_line_too(flags, needle, capsys):

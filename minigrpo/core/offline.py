@@ -82,8 +82,8 @@ def offline_step(policy: Policy, anchor: Anchor, batch: LoggedBatch, recipe: Rec
 
 
 def hybrid_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Reward, batch: LoggedBatch, recipe: Recipe,
-                beta, optimizer, G: int, *, pad_id: int = 0, generator: torch.Generator | None = None,
-                learn_kwargs: dict | None = None, **sampling_kwargs) -> Step:
+                beta, optimizer, G: int, *, generator: torch.Generator | None = None, learn_kwargs: dict | None = None,
+                **sampling_kwargs) -> Step:
     """Logged groups and fresh online groups in one update: sample G completions for ``prompts``
     (online, ratio to the sampler), put them beside the logged ``batch`` (ratio to its behaviour
     policy), and ``learn`` once from both. Each group keeps its own baseline. Prompts and completions
@@ -96,7 +96,7 @@ def hybrid_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Rewa
         with torch.no_grad():
             batch = LoggedBatch(batch.prompts, batch.completions, batch.mask, batch.r, batch.valid,
                                 anchor.log_probs(batch.prompts, batch.completions).masked_fill(~batch.mask, 0.0))
-    both = concat(online, batch, pad_id)
+    both = concat(online, batch, sampling_kwargs.get("pad_id", 0))
     return learn(policy, anchor, both.prompts, both.rollout(), both.scored(), recipe, beta, optimizer,
                  logp_behaviour=both.logp, generator=generator, **(learn_kwargs or {}))
 

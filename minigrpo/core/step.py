@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from minigrpo.core.advantages import step_advantages
-from minigrpo.core.critic import Critic
+from minigrpo.core.critic import GAE, Critic
 from minigrpo.core.kl import K1
 from minigrpo.core.loss import aggregate, clip_fraction
 from minigrpo.core.masks import masked_mean, masked_sum
@@ -165,6 +165,8 @@ def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, sco
     lp_ref = lp_old if logp_behaviour is None else logp_behaviour        # the ratio's denominator
     R = recipe.kl.shape_reward(r, lp_old, logp_anchor, rollout.mask, beta)                     # (P,G) or (P,G,T)
     targets = None
+    if isinstance(recipe.baseline, GAE):
+        recipe.baseline(R)                 # raises: a declared critic that no value network was bound to
     if isinstance(recipe.baseline, Critic):                                                    # PPO: V and GAE
         A, targets = recipe.baseline.advantages(R, prompts, rollout.completions, rollout.mask, scored.valid)
         R = R if R.dim() == 2 else R.sum(-1)                                                   # (P,G) for metrics

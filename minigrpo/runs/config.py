@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from minigrpo.core.advantages import BASELINES
 from minigrpo.core.kl import AdaptiveBeta, FixedBeta
-from minigrpo.core.recipe import AGGREGATIONS, KLS, PIECES, PRESETS, Recipe, compose, pieces
+from minigrpo.core.recipe import AGGREGATIONS, BASELINES, KLS, PIECES, PRESETS, Recipe, compose, pieces
 from minigrpo.core.validate import (FLAG, SEED, Rule, check_fields, integer, is_real, number, one_of, optional,
                                     read_settings, refuse, setting, text)
 from minigrpo.lm.tasks import TaskWithSteps, checked_task, in_test_split, make_task
@@ -27,6 +26,8 @@ from minigrpo.rewards.preferences import RATERS, load_preferences, synthetic_pre
 from minigrpo.rewards.reward_model import RMTrainConfig
 
 PRECISIONS = ("fp32", "bf16")
+METHODS = ("grpo", "ppo", "dpo", "ipo", "offline_grpo")
+OFFLINE = ("dpo", "ipo", "offline_grpo")      # methods that learn from data built (or logged) before training
 # built-in components that read nothing but the answer column and the text (a task's 'format' and 'steps' need it)
 DATA_COMPONENTS = ("correct", "length", "safety", "reward_model")
 
@@ -94,9 +95,13 @@ class TrainConfig:
     # Adapt β toward this KL per completion (Ziegler et al. 2019); None: a fixed β.
     kl_target: float | None = setting(None, optional(number(gt=0)))
     kl_horizon: float = setting(10_000.0, number(gt=0))   # the adaptive β's horizon in samples: smaller reacts faster
-    # The recipe: seed, deepseek, dr_grpo, rloo or dapo_like (core/recipe.py). The pieces below that are left None
-    # are the preset's own.
-    recipe: str = setting("seed", one_of(PRESETS))
+    # What trains the policy: grpo (online, any recipe), ppo (recipe ppo: a critic and GAE), dpo or ipo (preference
+    # pairs: prefs, labels, or pairs built from anchor samples), offline_grpo (logged scored completions); None: ppo
+    # when recipe is ppo, else grpo (runs/methods.py).
+    method: str | None = setting(None, optional(one_of(METHODS)))
+    # The recipe: seed, deepseek, dr_grpo, rloo, dapo_like or ppo (core/recipe.py); None: ppo for method ppo, else
+    # seed. The pieces below that are left None are the preset's own.
+    recipe: str | None = setting(None, optional(one_of(PRESETS)))
     # KL placement and estimator: reward:k1|k2|k3, loss:k1|k2|k3 or none; None: the preset's (seed: reward:k1).
     kl: str | None = setting(None, optional(one_of(KLS)))
     # Advantage baseline (core/advantages.py); None: the preset's (seed: group_mean).
@@ -115,7 +120,25 @@ class TrainConfig:
     lr: float = setting(2e-4, number(gt=0))               # AdamW learning rate (after a short warm-up)
     warmup_steps: int = setting(10, integer(0))           # linear learning-rate warm-up
     steps: int = setting(200, integer(1))                 # GRPO steps
-    updates: int = setting(1, integer(1))                 # optimizer updates per rollout (> 1 is where clipping acts)
+    # Epochs over each rollout (> 1 is where clipping acts); None: 4 for ppo, else 1.
+    updates: int | None = setting(None, optional(integer(1)))
+    # Minibatches per epoch, split by prompt; None: 4 for ppo (at most prompts_per_step), else 1.
+    minibatches: int | None = setting(None, optional(integer(1)))
+    critic_lr: float = setting(1e-4, number(gt=0))        # ppo: Adam learning rate of the critic (lm/critic.py)
+    gae_lambda: float = setting(0.95, number(ge=0, le=1))  # ppo: GAE's λ (1: Monte-Carlo returns)
+    gae_gamma: float = setting(1.0, number(ge=0, le=1))    # ppo: discount γ over the tokens of a completion
+    value_clip: float | None = setting(0.2, optional(number(gt=0)))  # ppo: clip of the value loss; None: plain MSE
+    # dpo/ipo: a JSONL file of {prompt, chosen, rejected} pairs and/or {prompt, ranking} lists (rewards/preferences.py).
+    prefs: str | None = setting(None, optional(text("must be a preference file (JSONL)")))
+    # dpo/ipo: a JSONL file of good/bad labels (rewards/labels.py); each good completion is preferred to each bad one.
+    labels: str | None = setting(None, optional(text("must be a label file (JSONL)")))
+    # offline_grpo: logged completions with a reward (and the sampler's per-token logp) per row (lm/logged.py);
+    # None, and for dpo/ipo without prefs/labels: sampled from the anchor and scored once, before training.
+    offline_data: str | None = setting(None, optional(text("must be a data file of scored completions")))
+    # Prompts sampled from the anchor (group_size completions each) when the offline data or pairs are built.
+    offline_prompts: int = setting(256, integer(1))
+    # offline_grpo: fresh online prompts per step beside the logged ones (the hybrid); 0: offline only.
+    online_prompts: int = setting(0, integer(0))
     max_grad_norm: float | None = setting(1.0, optional(number(gt=0)))   # clip ‖∇θ‖; None: no clipping
     max_new_tokens: int | None = setting(None, optional(integer(1)))     # None: the task's longest answer + EOS
     temperature: float = setting(1.0, number(gt=0))       # sampling temperature
@@ -164,10 +187,11 @@ class TrainConfig:
             self.out = os.fspath(self.out)
         self.task_obj = checked_task("TrainConfig", self.task, self.task_args)
         check_fields(self)
+        self._fill_method()
         # the recipe's pieces: the preset's own where None (compose also makes clip_eps alone symmetric)
         for name, value in pieces(self.build_recipe()).items():
             setattr(self, name, value)
-        if BASELINES[self.baseline].min_group > self.group_size:
+        if BASELINES[self.baseline].min_group > self.group_size and self.method not in ("dpo", "ipo"):
             _fail("group_size", self.group_size, f"baseline {self.baseline!r} needs a group of at least "
                                                  f"{BASELINES[self.baseline].min_group}")
         self._check_data_and_rewards()
@@ -189,6 +213,32 @@ class TrainConfig:
             _fail("kl_target", self.kl_target, "needs beta > 0 (an adaptive β starts from beta)")
         if "steps" in self.reward_weights and not isinstance(self.task_obj, TaskWithSteps):
             _fail("reward_weights", self.reward_weights, f"'steps' needs a multi-step task; {self.task!r} has none")
+
+    def _fill_method(self) -> None:
+        """method and recipe from each other (ppo is recipe 'ppo', and only it), and the settings that
+        belong to one method only."""
+        if self.method is None:
+            self.method = "ppo" if self.recipe == "ppo" else "grpo"
+        if self.recipe is None:
+            self.recipe = "ppo" if self.method == "ppo" else "seed"
+        if (self.method == "ppo") != (self.recipe == "ppo"):
+            _fail("recipe", self.recipe, f"method={self.method!r} goes with recipe " +
+                  ("'ppo' (a critic and GAE)" if self.method == "ppo" else "other than 'ppo' (recipe ppo is method ppo)"))
+        if self.updates is None:
+            self.updates = 4 if self.method == "ppo" else 1
+        if self.minibatches is None:
+            self.minibatches = min(4, self.prompts_per_step) if self.method == "ppo" else 1
+        if self.minibatches > self.prompts_per_step + self.online_prompts:
+            _fail("minibatches", self.minibatches, f"must be at most the prompts per step ({self.prompts_per_step})")
+        for name, methods in (("prefs", ("dpo", "ipo")), ("labels", ("dpo", "ipo")), ("offline_data", ("offline_grpo",)),
+                              ("online_prompts", ("offline_grpo",))):
+            if getattr(self, name) and self.method not in methods:
+                _fail(name, getattr(self, name), f"belongs to method {' or '.join(methods)} (method is {self.method!r})")
+        if self.prefs and self.labels:
+            _fail("labels", self.labels, "give prefs or labels, not both")
+        if self.method in ("dpo", "ipo") and not (self.prefs or self.labels) and self.group_size < 2:
+            _fail("group_size", self.group_size, "dpo/ipo without prefs builds pairs from groups of anchor samples: "
+                                                 "it needs group_size ≥ 2")
 
     def _check_data_and_rewards(self) -> None:
         from minigrpo.rewards.functions import parse_spec

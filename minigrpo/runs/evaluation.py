@@ -9,6 +9,9 @@ Every ``eval_every`` steps the policy answers the held-out prompts twice:
 ``eval/sampled/<name>``     top-k and top-p; the same random numbers at every evaluation)
 ``eval/pass@k/<name>``      for a component that is 0 or 1: the fraction of prompts where at
                             least one of the k samples scores 1
+``eval/kl``                 with the anchor given: KL(π ‖ π_anchor) per completion, estimated on the
+                            sampled answers (Σ_t log π − log π_anchor; at temperature 1 only, where
+                            the samples come from π itself)
 ``test_accuracy``           over the rows with an ``answer``: the greedy answer equals it
                             (whitespace around either ignored) — the built-in tasks' measure
 ==========================  ==================================================================
@@ -60,12 +63,13 @@ def _scored(reward, prompts, rollout):
 @torch.no_grad()
 def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *, samples: int = 4,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-             source: str | None = None, batch_size: int = 256) -> dict:
+             source: str | None = None, batch_size: int = 256, anchor=None) -> dict:
     """The metrics above for ``rows`` under ``reward`` (a ``compose.RewardSet``), as one flat dict."""
     if not rows:
         return {}
     device, eos, pad = policy.device, tokenizer.eos_token_id, tokenizer.pad_token_id
     greedy, sampled = _Tally(), _Tally()
+    kl_sum, kl_n = 0.0, 0
     right, answered = 0, 0
     gen = torch.Generator(device=device).manual_seed(seed)
     for i in range(0, len(rows), batch_size):
@@ -84,11 +88,16 @@ def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *,
             ro = sample_group(policy, prompts, samples, max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad,
                               temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
             sampled.add(_scored(bound, prompts, ro))
+            if anchor is not None and ro.logp_is_policy:
+                k1 = (ro.logp - anchor.log_probs(prompts, ro.completions)).masked_fill(~ro.mask, 0.0).sum(-1)   # (P,k)
+                kl_sum, kl_n = kl_sum + k1.sum().item(), kl_n + k1.numel()
     out = greedy.means("eval/greedy")
     if samples:
         out |= sampled.means("eval/sampled")
         out |= {f"eval/pass@{samples}/{k}": sampled.passed[k] / sampled.prompts
                 for k in sampled.sums if sampled.binary[k] and sampled.counts[k]}
+    if kl_n:
+        out["eval/kl"] = kl_sum / kl_n
     if answered:                                  # over the rows that have an answer
         out["test_accuracy"] = right / answered
     return out

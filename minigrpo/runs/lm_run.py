@@ -1,7 +1,9 @@
-"""A GRPO training run on a language model: config, run folder, metrics, checkpoints, resume.
+"""A training run on a language model: config, run folder, metrics, checkpoints, resume.
 
-The step itself is ``core/step.grpo_step`` — the very function that trains the bandit. This module
-only feeds it prompts from a task, scores completions with the task's reward, and keeps records:
+The step itself is ``core/step.grpo_step`` — the very function that trains the bandit — or, for the
+other methods, the step ``runs/methods.py`` picks (PPO's is the same function with a critic; offline
+GRPO, DPO and IPO learn from data built before the first step). This module only feeds the step and
+keeps records:
 
     for t in steps:
         prompts  = task.sample(P) → left-padded ids (P, L)
@@ -110,12 +112,10 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     functions and the columns they ask for, the prompt lengths — is checked before the run folder is made."""
     from tqdm.auto import tqdm
 
-    from minigrpo.core.step import grpo_step
-    from minigrpo.lm.data import prompt_text
     from minigrpo.lm.models import load_causal_lm, pick_device
     from minigrpo.lm.policy import CausalLMPolicy, context_length
-    from minigrpo.lm.tokens import encode_prompts
     from minigrpo.runs.evaluation import evaluate
+    from minigrpo.runs.methods import RunParts, make_steps
     from minigrpo.runs.report import open_reporters
 
     t0 = time.perf_counter()
@@ -162,16 +162,21 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     def run_eval() -> dict:
         return evaluate(policy, tokenizer, test_rows, reward, T, samples=cfg.eval_samples,
                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + 2,
-                        source=source.test_name)
+                        source=source.test_name, anchor=anchor)
 
     # the anchor's evaluation calls every reward once: a reward that fails does so before a run folder exists
     first = {"step": 0, **run_eval()} if ckpt is None else None
     if folder is None:
         folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
         folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
+    parts = RunParts(cfg, policy, anchor, tokenizer, reward, source, optimizer, recipe, T, device, data_gen, sample_gen)
+    tic = time.perf_counter()
+    take_step = make_steps(parts, folder)     # data built from the anchor is built here, before any update
+    data_seconds = time.perf_counter() - tic
     start = 0
     if ckpt is not None:
         state = RunFolder.load_state(ckpt)
+        take_step.load_state(state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data_gen.set_state(state["data_rng"])
@@ -186,7 +191,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     def checkpoint(step: int) -> None:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "data_rng": data_gen.get_state(), "sample_rng": sample_gen.get_state().cpu(),
-                 "beta": float(beta_ctl.value), "step": step}
+                 "beta": float(beta_ctl.value), "step": step, **take_step.state()}
         folder.save_checkpoint(step, policy.model, tokenizer, state, keep=cfg.keep_checkpoints)
 
     def emit(record: dict, samples: list | None = None) -> None:
@@ -198,25 +203,24 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
             on_step(listened)
 
     flat_run, flat_streak, warned = start == 0, 0, False
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"GRPO {cfg.name}", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method.upper()} {cfg.name}", disable=not progress)
     try:
         if first is not None:
             emit(first)
         for t in range(start + 1, cfg.steps + 1):
             tic = time.perf_counter()
-            rows = source.train_rows(t, cfg.prompts_per_step, data_gen)
-            prompts = encode_prompts(tokenizer, [prompt_text(tokenizer, r.prompt) for r in rows]).to(device)  # (P, L)
-            step = grpo_step(policy, anchor, prompts, reward.bind(rows, source.name), recipe, beta_ctl.value,
-                             optimizer, cfg.group_size, generator=sample_gen, updates=cfg.updates,
-                             max_grad_norm=cfg.max_grad_norm, max_new_tokens=T, eos_id=tokenizer.eos_token_id,
-                             pad_id=tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k,
-                             top_p=cfg.top_p)
+            out = take_step(t, beta_ctl.value)             # runs/methods.py: grpo, ppo, offline_grpo, dpo, ipo
+            step = out.step
             scheduler.step()
-            beta_ctl.update(step)
-            ended = (step.rollout.completions == tokenizer.eos_token_id) & step.rollout.mask
-            record = {"step": t, **step.metrics(), "ended_fraction": ended.any(-1).float().mean().item(),
-                      "lr": scheduler.get_last_lr()[0], "step_seconds": time.perf_counter() - tic}
-            flat_streak = flat_streak + 1 if record["frac_flat_groups"] == 1.0 else 0
+            record = {"step": t, **out.record, "lr": scheduler.get_last_lr()[0],
+                      "step_seconds": time.perf_counter() - tic}
+            if t == start + 1:
+                record["data_seconds"] = data_seconds     # building the method's data (offline: sampling, scoring)
+            if step is not None:
+                beta_ctl.update(step)
+                ended = (step.rollout.completions == tokenizer.eos_token_id) & step.rollout.mask
+                record["ended_fraction"] = ended.any(-1).float().mean().item()
+            flat_streak = flat_streak + 1 if record.get("frac_flat_groups") == 1.0 else 0
             if flat_streak == FLAT_WARNING and not warned:       # one flat batch is chance; three in a row is not
                 warnings.warn(flat_message(record, step, T), NothingToLearnWarning, stacklevel=2)
                 warned = True
@@ -224,8 +228,8 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
             if t % cfg.eval_every == 0 or t == cfg.steps:
                 record.update(run_eval())
             samples = None
-            if t % cfg.sample_every == 0 or t == cfg.steps:
-                samples = sample_rows(tokenizer, step, prompts, rows)
+            if out.prompts is not None and (t % cfg.sample_every == 0 or t == cfg.steps):
+                samples = sample_rows(tokenizer, step, out.prompts, out.rows)
                 for row in samples:
                     folder.append("samples.jsonl", {"step": t, **row})
             emit(record, samples)
@@ -236,7 +240,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
             if (cfg.save_every and t % cfg.save_every == 0) or t == cfg.steps:
                 checkpoint(t)
             bar.update(1)
-            bar.set_postfix(reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}",
+            bar.set_postfix(**{k: f"{record[k]:.3f}" for k in ("reward", "kl", "loss") if k in record},
                             **({"acc": f"{record['test_accuracy']:.2f}"} if "test_accuracy" in record else {}))
     finally:
         bar.close()

@@ -1,0 +1,278 @@
+"""How each method takes one step of a language-model run; ``lm_run.train_lm`` keeps the loop.
+
+===============  ==============================================================  ========================
+method           one step                                                        data
+===============  ==============================================================  ========================
+``grpo``         sample G completions per prompt, score, ``core.step.grpo_step``  prompts (task or data)
+``ppo``          the same step with the recipe's critic bound to a value model   prompts
+                 (``lm.critic.ValueModel``): GAE, minibatch epochs, value loss
+``offline_grpo`` ``core.offline.offline_step`` on logged groups (plus fresh      scored completions:
+                 online groups with ``online_prompts``: ``hybrid_step``)          ``offline_data``, or
+                                                                                  sampled once from the anchor
+``dpo``/``ipo``  ``core.preference.preference_step`` on pairs                    ``prefs``/``labels``, or
+                                                                                  anchor samples paired by
+                                                                                  the reward (best vs worst)
+===============  ==============================================================  ========================
+
+Data built from the anchor costs ``offline_prompts × group_size`` reward calls, all before the first
+step; an online method spends ``prompts_per_step × group_size`` a step. Which rows a step reads is a
+function of the seed and the step alone, so a resumed run reads what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from minigrpo.core.critic import GAE, Critic
+from minigrpo.core.offline import LoggedBatch, hybrid_step, offline_step
+from minigrpo.core.preference import DPO, IPO, preference_step
+from minigrpo.core.recipe import replace
+from minigrpo.core.step import collect, grpo_step
+from minigrpo.lm.data import prompt_text
+from minigrpo.lm.tokens import decode_completions, encode_prompts
+from minigrpo.runs.config import TrainConfig
+
+
+@dataclass
+class RunParts:
+    """What every method's step reads: the run's objects, built once by ``train_lm``."""
+
+    cfg: TrainConfig
+    policy: object
+    anchor: object
+    tokenizer: object
+    reward: object          # a compose.RewardSet (``bind(rows, source)`` per batch)
+    source: object          # a lm.sources.PromptSource
+    optimizer: object
+    recipe: object
+    T: int                  # max new tokens
+    device: torch.device
+    data_gen: torch.Generator
+    sample_gen: torch.Generator
+
+    def sampling(self) -> dict:
+        c, tok = self.cfg, self.tokenizer
+        return dict(max_new_tokens=self.T, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                    temperature=c.temperature, top_k=c.top_k, top_p=c.top_p)
+
+    def encode(self, rows) -> Tensor:
+        return encode_prompts(self.tokenizer, [prompt_text(self.tokenizer, r.prompt) for r in rows]).to(self.device)
+
+
+@dataclass
+class StepOut:
+    """One step's metrics, and for sampling methods the step itself (for samples.jsonl)."""
+
+    record: dict
+    step: object = None
+    prompts: Tensor | None = None
+    rows: list | None = None
+
+
+def pick_rows(t: int, n: int, total: int, seed: int) -> Tensor:
+    """The ``n`` rows of step ``t`` (1, 2, …) from ``total``: shuffled epochs, each order fixed by the seed
+    and the epoch alone (so a resumed run reads the same rows)."""
+    first = (t - 1) * n
+    out = []
+    while len(out) < n:
+        epoch, at = divmod(first + len(out), total)
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.extend(order[at:at + n - len(out)].tolist())
+    return torch.tensor(out)
+
+
+# --- grpo and ppo: online ---------------------------------------------------------------------------
+
+class OnlineSteps:
+    """GRPO or PPO: each step samples ``group_size`` completions for ``prompts_per_step`` prompts."""
+
+    def __init__(self, parts: RunParts):
+        self.parts, self.critic = parts, None
+        if isinstance(parts.recipe.baseline, GAE):                         # ppo: bind the critic
+            from minigrpo.lm.critic import ValueModel
+
+            c = parts.cfg
+            base = getattr(parts.anchor, "model", None) or parts.policy.model
+            value = ValueModel.from_causal_lm(base, parts.tokenizer.pad_token_id,
+                                              autocast_dtype=parts.policy.autocast_dtype).to(parts.device)
+            self.critic = Critic(value, GAE(c.gae_gamma, c.gae_lambda), lr=c.critic_lr, value_clip=c.value_clip)
+            parts.recipe = replace(parts.recipe, baseline=self.critic)
+
+    def __call__(self, t: int, beta) -> StepOut:
+        p, c = self.parts, self.parts.cfg
+        rows = p.source.train_rows(t, c.prompts_per_step, p.data_gen)
+        prompts = p.encode(rows)                                                           # (P, L)
+        step = grpo_step(p.policy, p.anchor, prompts, p.reward.bind(rows, p.source.name), p.recipe, beta,
+                         p.optimizer, c.group_size, generator=p.sample_gen, updates=c.updates,
+                         minibatches=c.minibatches, max_grad_norm=c.max_grad_norm, **p.sampling())
+        extra = {} if self.critic is None else {"value_loss": self.critic.last_loss}
+        return StepOut({**step.metrics(), **extra}, step, prompts, rows)
+
+    def state(self) -> dict:
+        if self.critic is None:
+            return {}
+        return {"critic": self.critic.value_net.state_dict(), "critic_optimizer": self.critic.optimizer.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        if self.critic is not None:
+            self.critic.value_net.load_state_dict(state["critic"])
+            self.critic.optimizer.load_state_dict(state["critic_optimizer"])
+
+
+# --- data built from the anchor ---------------------------------------------------------------------
+
+def sample_from_anchor(parts: RunParts) -> tuple[LoggedBatch, list, list[list[str]]]:
+    """``offline_prompts`` training prompts, ``group_size`` anchor samples each, scored once by the
+    run's reward: the logged set of offline GRPO (with the sampler's per-token log-probs) and the
+    material of DPO's pairs. Returns (logged batch, rows, completion texts [P][G])."""
+    c, tok = parts.cfg, parts.tokenizer
+    gen = torch.Generator(device=parts.device).manual_seed(c.seed + 3)
+    rows_gen = torch.Generator().manual_seed(c.seed + 4)
+    batches, all_rows, texts = [], [], []
+    for i in range(0, c.offline_prompts, c.prompts_per_step):
+        rows = parts.source.train_rows(i // c.prompts_per_step + 1, min(c.prompts_per_step, c.offline_prompts - i),
+                                       rows_gen)
+        prompts = parts.encode(rows)
+        with torch.no_grad():
+            rollout, scored = collect(parts.anchor, prompts, parts.reward.bind(rows, parts.source.name), c.group_size,
+                                      generator=gen, **parts.sampling())
+        valid = torch.ones_like(scored.r, dtype=torch.bool) if scored.valid is None else scored.valid
+        batches.append(LoggedBatch(prompts, rollout.completions, rollout.mask, scored.r, valid, rollout.logp))
+        all_rows += rows
+        texts += decode_completions(tok, rollout.completions, rollout.mask, prompts=prompts)
+    from minigrpo.core.offline import concat
+
+    bank = batches[0]
+    for b in batches[1:]:
+        bank = concat(bank, b, tok.pad_token_id)
+    return bank, all_rows, texts
+
+
+def write_samples(path: Path, rows, texts, bank: LoggedBatch) -> None:
+    """The sampled data as the JSONL ``offline_data`` reads (lm/logged.py): one row per completion."""
+    from minigrpo.lm.logged import ScoredCompletion, write_logged
+
+    records = []
+    for p, row in enumerate(rows):
+        for g, text in enumerate(texts[p]):
+            if bool(bank.valid[p, g]):
+                m = bank.mask[p, g]
+                records.append(ScoredCompletion(row.prompt, text, float(bank.r[p, g]), bank.logp[p, g][m].tolist(),
+                                                dict(row.columns)))
+    write_logged(path, records)
+
+
+# --- offline grpo -----------------------------------------------------------------------------------
+
+class OfflineSteps:
+    """Offline GRPO on a logged bank (and, with ``online_prompts``, fresh online groups beside it)."""
+
+    def __init__(self, parts: RunParts, bank: LoggedBatch):
+        self.parts, self.bank = parts, bank
+
+    def __call__(self, t: int, beta) -> StepOut:
+        p, c = self.parts, self.parts.cfg
+        idx = pick_rows(t, c.prompts_per_step, len(self.bank.r), c.seed)
+        batch = self.bank.rows(idx.to(self.bank.r.device))
+        kw = dict(updates=c.updates, minibatches=c.minibatches, max_grad_norm=c.max_grad_norm)
+        if c.online_prompts:
+            rows = p.source.train_rows(t, c.online_prompts, p.data_gen)
+            step = hybrid_step(p.policy, p.anchor, p.encode(rows), p.reward.bind(rows, p.source.name), batch, p.recipe,
+                               beta, p.optimizer, c.group_size, generator=p.sample_gen, learn_kwargs=kw,
+                               **p.sampling())
+        else:
+            step = offline_step(p.policy, p.anchor, batch, p.recipe, beta, p.optimizer, generator=p.sample_gen, **kw)
+        return StepOut(step.metrics(), step, None, None)
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+# --- dpo and ipo ------------------------------------------------------------------------------------
+
+class PairSteps:
+    """DPO (β = ``beta``) or IPO (τ = ``beta``) on a bank of pairs, ``prompts_per_step`` pairs a step."""
+
+    def __init__(self, parts: RunParts, pairs):
+        self.parts, self.pairs = parts, pairs                 # a lm.pairs.PairBatch on the device
+        self.loss_kind = DPO if parts.cfg.method == "dpo" else IPO
+
+    def __call__(self, t: int, beta) -> StepOut:
+        p, c = self.parts, self.parts.cfg
+        idx = pick_rows(t, c.prompts_per_step, len(self.pairs.prompts), c.seed).to(p.device)
+        prompts, y, mask = self.pairs.prompts[idx], self.pairs.completions[idx], self.pairs.mask[idx]
+        with torch.no_grad():
+            logp_anchor = p.anchor.log_probs(prompts, y)                                   # (P,2,T)
+        step = preference_step(p.policy, logp_anchor, prompts, y, mask, self.loss_kind(float(beta)), p.optimizer,
+                               max_grad_norm=c.max_grad_norm)
+        return StepOut(step.metrics())
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+def read_pairs(cfg: TrainConfig) -> list:
+    """The pairs of ``prefs`` or ``labels`` (rewards/preferences.py, rewards/labels.py)."""
+    from minigrpo.rewards.labels import labels_to_pairs, load_labels
+    from minigrpo.rewards.preferences import load_preferences
+
+    if cfg.prefs:
+        pairs, _ = load_preferences(cfg.prefs)
+        return pairs
+    labels, _ = load_labels(cfg.labels)
+    pairs = labels_to_pairs(labels)
+    if not pairs:
+        raise ValueError(f"labels {cfg.labels!r} give no pair (no prompt has both a good and a bad completion)")
+    return pairs
+
+
+def make_steps(parts: RunParts, folder) -> OnlineSteps | OfflineSteps | PairSteps:
+    """The step of ``parts.cfg.method``, with its data built (sampled data is also written to the run
+    folder: ``logged.jsonl`` or ``pairs.jsonl``, for a learner to read and reuse)."""
+    from minigrpo.lm.policy import context_length
+
+    c, tok = parts.cfg, parts.tokenizer
+    context = context_length(parts.policy.model)
+    if c.method in ("grpo", "ppo"):
+        return OnlineSteps(parts)
+    if c.method == "offline_grpo":
+        if c.offline_data:
+            from minigrpo.lm.logged import encode_logged, group_logged, read_logged
+
+            bank = encode_logged(tok, group_logged(read_logged(c.offline_data)), parts.T, context)
+            bank = LoggedBatch(*(x if x is None else x.to(parts.device) for x in (
+                bank.prompts, bank.completions, bank.mask, bank.r, bank.valid, bank.logp)))
+        else:
+            bank, rows, texts = sample_from_anchor(parts)
+            if not (folder.path / "logged.jsonl").exists():
+                write_samples(folder.path / "logged.jsonl", rows, texts, bank)
+        return OfflineSteps(parts, bank)
+    from minigrpo.lm.pairs import encode_pairs, pairs_from_groups
+
+    if c.prefs or c.labels:
+        pairs = read_pairs(c)
+    else:
+        bank, rows, texts = sample_from_anchor(parts)
+        pairs, tied = pairs_from_groups([r.prompt for r in rows], texts, bank.r.tolist())
+        if not pairs:
+            raise ValueError(f"method {c.method}: every one of the {len(rows)} prompts' {c.group_size} anchor samples "
+                             "got the same reward (or the same text), so no preference pair could be built; raise "
+                             "group_size or offline_prompts, or give prefs")
+        if not (folder.path / "pairs.jsonl").exists():
+            from minigrpo.rewards.preferences import PreferencePair, save_preferences
+
+            save_preferences([PreferencePair(p.prompt, p.chosen, p.rejected) for p in pairs], folder.path / "pairs.jsonl")
+    batch = encode_pairs(tok, pairs, parts.T, context)
+    from minigrpo.lm.pairs import PairBatch
+
+    return PairSteps(parts, PairBatch(batch.prompts.to(parts.device), batch.completions.to(parts.device),
+                                      batch.mask.to(parts.device), batch.truncated))
