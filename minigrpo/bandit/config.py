@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from minigrpo.bandit.arms import ArmRewards
-from minigrpo.core.recipe import BASELINES, KLS, PRESETS, Recipe, compose, replace
+from minigrpo.core.recipe import BASELINES, KLS, METHODS, PRESETS, Recipe, compose, method_and_recipe, replace
 from minigrpo.core.validate import SEED, check_fields, integer, number, one_of, optional, refuse, setting
 
 BASELINE_CHOICES = tuple(BASELINES) + ("value",)
-METHODS = ("grpo", "ppo", "dpo", "ipo", "offline_grpo")
-"""What trains the policy: online GRPO (any recipe), PPO (recipe 'ppo': a learned value and GAE), DPO/IPO
-on preference pairs, or offline GRPO on logged pulls (``bandit/methods.py``)."""
+
 
 
 def skewed_anchor(K: int, skew: float = 1.0) -> list[float]:
@@ -140,14 +138,7 @@ class BanditConfig:
 
     def _fill_method(self) -> None:
         """method and recipe from each other: ppo is the recipe 'ppo' (a critic), and only it."""
-        if self.method is None:
-            self.method = "ppo" if self.recipe == "ppo" else "grpo"
-        if self.recipe is None:
-            self.recipe = "ppo" if self.method == "ppo" else "seed"
-        if (self.method == "ppo") != (self.recipe == "ppo"):
-            _fail("recipe", self.recipe, f"method={self.method!r} goes with recipe " +
-                  ("'ppo' (a learned value and GAE)" if self.method == "ppo" else
-                   "other than 'ppo' (recipe 'ppo' is method ppo)"))
+        self.method, self.recipe = method_and_recipe(self.method, self.recipe, "BanditConfig")
         if self.updates is None:
             self.updates = 4 if self.method == "ppo" else 1
         if self.method == "ppo" and self.baseline not in (None, "gae"):

@@ -22,6 +22,7 @@ from typing import Callable
 from minigrpo.core import advantages as adv
 from minigrpo.core.critic import GAE, Critic
 from minigrpo.core.kl import ESTIMATORS, K1, K3, KLInLoss, KLInReward, KLInTokenReward, NoKL
+from minigrpo.core.validate import refuse
 from minigrpo.core.loss import (PLAIN, Surrogate, clipped, constant_normaliser, group_token_mean, seq_mean_token_mean,
                                token_mean)
 
@@ -86,6 +87,23 @@ PRESETS = {"seed": seed_grpo, "deepseek": deepseek_grpo, "dr_grpo": dr_grpo, "rl
            "ppo": ppo}
 
 
+METHODS = ("grpo", "ppo", "dpo", "ipo", "offline_grpo")
+"""What trains a policy: online GRPO (any recipe but ppo), PPO (the recipe ppo: a critic), DPO or IPO on
+preference pairs (``preference.py``; no recipe), offline GRPO on logged completions (``offline.py``)."""
+
+
+def method_and_recipe(method: str | None, recipe: str | None, owner: str) -> tuple[str, str]:
+    """A config's method and recipe, each filled in from the other where None: PPO is the recipe
+    'ppo' and only it (its baseline is a critic); every other method uses the recipe 'seed' unless
+    told otherwise. A mismatch is refused naming ``owner``'s setting."""
+    method = method or ("ppo" if recipe == "ppo" else "grpo")
+    recipe = recipe or ("ppo" if method == "ppo" else "seed")
+    if (method == "ppo") != (recipe == "ppo"):
+        refuse(owner, "recipe", recipe, f"method={method!r} goes with recipe " +
+               ("'ppo' (a critic and GAE)" if method == "ppo" else "other than 'ppo' (recipe ppo is method ppo)"))
+    return method, recipe
+
+
 def preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise ValueError(f"recipe={name!r} is not a preset; allowed: {sorted(PRESETS)}")
@@ -147,4 +165,4 @@ def compose(name: str, **chosen) -> Recipe:
 
 __all__ = ["Recipe", "PRESETS", "preset", "replace", "seed_grpo", "deepseek_grpo", "dr_grpo", "rloo", "dapo_like", "ppo",
            "NoKL", "BASELINES", "GAE", "Critic",
-           "KLS", "AGGREGATIONS", "PIECES", "aggregation_name", "pieces", "compose"]
+           "KLS", "AGGREGATIONS", "PIECES", "aggregation_name", "pieces", "compose", "METHODS", "method_and_recipe"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from minigrpo.core.kl import AdaptiveBeta, FixedBeta
-from minigrpo.core.recipe import AGGREGATIONS, BASELINES, KLS, PIECES, PRESETS, Recipe, compose, pieces
+from minigrpo.core.recipe import (AGGREGATIONS, BASELINES, KLS, METHODS, PIECES, PRESETS, Recipe, compose,
+                                  method_and_recipe, pieces)
 from minigrpo.core.validate import (FLAG, SEED, Rule, check_fields, integer, is_real, number, one_of, optional,
                                     read_settings, refuse, setting, text)
 from minigrpo.lm.tasks import TaskWithSteps, checked_task, in_test_split, make_task
@@ -26,7 +27,6 @@ from minigrpo.rewards.preferences import RATERS, load_preferences, synthetic_pre
 from minigrpo.rewards.reward_model import RMTrainConfig
 
 PRECISIONS = ("fp32", "bf16")
-METHODS = ("grpo", "ppo", "dpo", "ipo", "offline_grpo")
 OFFLINE = ("dpo", "ipo", "offline_grpo")      # methods that learn from data built (or logged) before training
 # built-in components that read nothing but the answer column and the text (a task's 'format' and 'steps' need it)
 DATA_COMPONENTS = ("correct", "length", "safety", "reward_model")
@@ -217,13 +217,7 @@ class TrainConfig:
     def _fill_method(self) -> None:
         """method and recipe from each other (ppo is recipe 'ppo', and only it), and the settings that
         belong to one method only."""
-        if self.method is None:
-            self.method = "ppo" if self.recipe == "ppo" else "grpo"
-        if self.recipe is None:
-            self.recipe = "ppo" if self.method == "ppo" else "seed"
-        if (self.method == "ppo") != (self.recipe == "ppo"):
-            _fail("recipe", self.recipe, f"method={self.method!r} goes with recipe " +
-                  ("'ppo' (a critic and GAE)" if self.method == "ppo" else "other than 'ppo' (recipe ppo is method ppo)"))
+        self.method, self.recipe = method_and_recipe(self.method, self.recipe, "TrainConfig")
         if self.updates is None:
             self.updates = 4 if self.method == "ppo" else 1
         if self.minibatches is None:
