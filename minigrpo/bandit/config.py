@@ -114,12 +114,13 @@ class BanditConfig:
             _fail("anchor", self.anchor, "probabilities must be finite and > 0 (a zero-probability arm makes KL infinite)")
         if abs(sum(self.anchor) - 1) > 1e-6:
             _fail("anchor", self.anchor, f"probabilities must sum to 1 (they sum to {sum(self.anchor):.6g})")
+        self.method, self.recipe = method_and_recipe(self.method, self.recipe, "BanditConfig")
         if self.behaviour is not None:
             self.behaviour = _numbers("behaviour", self.behaviour)
             if len(self.behaviour) != K or not all(math.isfinite(b) and b >= 0 for b in self.behaviour) \
                     or abs(sum(self.behaviour) - 1) > 1e-6:
                 _fail("behaviour", self.behaviour, f"must be {K} probabilities ≥ 0 summing to 1, one per arm")
-            if self.method not in (None, "offline_grpo"):
+            if self.method != "offline_grpo":
                 _fail("behaviour", self.behaviour, "is the logging policy of method offline_grpo only")
         self._fill_method()
         # the recipe's pieces: the preset's own where None
@@ -137,8 +138,9 @@ class BanditConfig:
             _fail("record_every", self.record_every, f"must divide steps={self.steps}, so the final policy is recorded")
 
     def _fill_method(self) -> None:
-        """method and recipe from each other: ppo is the recipe 'ppo' (a critic), and only it."""
-        self.method, self.recipe = method_and_recipe(self.method, self.recipe, "BanditConfig")
+        """The rules of one method: DPO/IPO need β > 0; PPO's defaults (4 updates) and its baseline."""
+        if self.method in ("dpo", "ipo") and not self.beta > 0:
+            _fail("beta", self.beta, f"method {self.method} needs beta > 0 (DPO's β, IPO's τ)")
         if self.updates is None:
             self.updates = 4 if self.method == "ppo" else 1
         if self.method == "ppo" and self.baseline not in (None, "gae"):

@@ -94,7 +94,7 @@ class BanditResult:
         if method == "ipo":
             pref = bradley_terry(self.means)
             return torch.stack([ipo_optimum(logp_anchor, pref, float(b)).exp() for b in self.betas])
-        if method == "offline_grpo":
+        if method == "offline_grpo" and bool((self.betas > 0).all()):
             r_hat, seen = self.extra["logged_reward"], self.extra["logged_arms"]
             return torch.stack([logged_optimum(logp_anchor, r_hat[i], float(b), seen[i],
                                                self.policy[i][~seen[i]].sum().item()).exp()
@@ -136,6 +136,8 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     import time
 
     if cfg.method in ("dpo", "ipo", "offline_grpo") and betas is not None:
+        if len(betas) == 0:
+            refuse("run_bandit", "betas", list(betas), "must be a non-empty list of β values")
         runs = [run_bandit(replace(cfg, beta=float(b)), on_record=on_record) for b in betas]
         first = runs[0]
         return replace(first, betas=torch.cat([r.betas for r in runs]), probs=torch.cat([r.probs for r in runs], 1),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,20 +81,39 @@ def _bandit_config(settings: dict, arms: int | None):
     return BanditConfig(**settings)
 
 
+def _finite_or_null(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite_or_null(v) for v in x]
+    return x
+
+
 def cmd_bandit(flags: dict, settings: dict) -> int:
     from minigrpo.bandit.runner import run_bandit
 
     result = run_bandit(_bandit_config(settings, flags["arms"]))
     summary = result.summary()
-    if flags["json"]:
-        print(json.dumps(summary))
+    if flags["json"]:      # strict JSON: a non-finite number (KL to π* at β = 0 is inf) is null
+        print(json.dumps(_finite_or_null(summary), allow_nan=False))
         return 0
     fmt = lambda xs: "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"
     cfg = result.config
-    print(f"bandit: {cfg.K} arms, means {fmt(cfg.means)}, beta={cfg.beta}, recipe={cfg.recipe}, "
-          f"baseline={cfg.baseline}, kl={cfg.kl}, G={cfg.group_size}, steps={cfg.steps}, seed={cfg.seed}\n"
+    pieces = f"recipe={cfg.recipe}, baseline={cfg.baseline}, kl={cfg.kl}, G={cfg.group_size}"
+    data = {"dpo": f"pairs={cfg.pairs}", "ipo": f"pairs={cfg.pairs}",     # DPO/IPO use no recipe piece
+            "offline_grpo": f"logged={cfg.logged}, {pieces}"}.get(cfg.method, pieces)
+    why = {"ipo": "IPO's own: log(pi/anchor) follows win rates against the anchor, not r/beta",
+           "offline_grpo": "pi* on the logged mean rewards; an arm never logged keeps what the run left it"}
+    own = "" if "fixed_point" not in summary else (
+        f"  fixed point     {fmt(summary['fixed_point'])}  ({why[cfg.method]})\n"
+        f"  KL(pi || fixed) {summary['kl_to_fixed_point']:.3e}\n")
+    print(f"bandit: method={cfg.method}, {cfg.K} arms, means {fmt(cfg.means)}, beta={cfg.beta}, {data}, "
+          f"steps={cfg.steps}, seed={cfg.seed}\n"
           f"  anchor          {fmt(summary['anchor'])}\n  policy          {fmt(summary['policy'])}\n"
           f"  optimum pi*     {fmt(summary['optimum'])}\n  KL(pi || pi*)   {summary['kl_to_optimum']:.3e}\n"
+          f"{own}"
           f"  KL(pi || anchor){summary['kl_to_anchor']:.4f}\n"
           f"  expected reward {summary['expected_reward']:.4f}  (pi*: {summary['optimum_expected_reward']:.4f})\n"
           f"  {result.config.steps} steps in {result.wall_seconds:.2f} s")
@@ -141,8 +161,8 @@ def cmd_train(flags: dict, settings: dict) -> int:
                "final_accuracy": nan_to_none(result.final_accuracy), "anchor_reward": nan_to_none(result.anchor_reward),
                "final_reward": nan_to_none(result.final_reward), "steps": result.metrics[-1]["step"],
                "wall_seconds": result.wall_seconds}
-    if flags["json"]:
-        print(json.dumps(summary))
+    if flags["json"]:      # strict JSON: a non-finite number (KL to π* at β = 0 is inf) is null
+        print(json.dumps(_finite_or_null(summary), allow_nan=False))
         return 0
     said = [f"held-out {what} {summary['anchor_' + key]:.3f} (anchor) -> {summary['final_' + key]:.3f}"
             for key, what in (("accuracy", "accuracy"), ("reward", "greedy reward")) if summary["anchor_" + key] is not None]

@@ -228,6 +228,8 @@ class TrainConfig:
                               ("online_prompts", ("offline_grpo",))):
             if getattr(self, name) and self.method not in methods:
                 _fail(name, getattr(self, name), f"belongs to method {' or '.join(methods)} (method is {self.method!r})")
+        if self.method in ("dpo", "ipo") and not self.beta > 0:
+            _fail("beta", self.beta, f"method {self.method} needs beta > 0 (DPO's β, IPO's τ)")
         if self.prefs and self.labels:
             _fail("labels", self.labels, "give prefs or labels, not both")
         if self.method in ("dpo", "ipo") and not (self.prefs or self.labels) and self.group_size < 2:
