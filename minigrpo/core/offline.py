@@ -14,6 +14,11 @@ With k1 in the reward and the plain surrogate, E_μ[ρ·(R − b)·∇log π_θ]
 expected step is the online one, so the fixed point is again π* ∝ π_anchor·exp(r/β) — on the
 completions μ ever samples. A completion μ never samples gets no signal at all (its probability is
 left wherever the dynamics put it); ``tests/test_methods_bandit.py`` shows both.
+
+What the ratio buys is subtler than "the right fixed point". On the bandit, with the group-mean
+baseline and no ratio (ρ = 1), the expected step on arm k is ∝ μ_k·(R_k − E_μ R), which also vanishes
+exactly when R is equal on every arm μ samples: the same π*. Without a baseline it is the ratio that
+keeps it there (ρ = 1 and no baseline lands where μ_k·R_k = π_k·E_μ R; both in the tests).
 """
 from __future__ import annotations
 
