@@ -65,6 +65,7 @@ GPT-2's GELU is fused as in the policy (``fuse_activations``: the same function,
         self.trunk = trunk
         self.pad_id = int(pad_id)
         self.autocast_dtype = autocast_dtype
+        self.attention_for = None      # length → attention implementation (the policy's rule), or None: as loaded
         device = next(trunk.parameters()).device
         self.head = nn.Linear(hidden_size, 1, device=device)                               # float32
         nn.init.zeros_(self.head.weight)
@@ -97,6 +98,16 @@ GPT-2's GELU is fused as in the policy (``fuse_activations``: the same function,
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def use_attention(self, length: int) -> None:
+        """Switch the trunk to ``attention_for(length)`` when a rule is set (a run sets the policy's own,
+        ``CausalLMPolicy.attention_for``): the critic then computes with the attention the policy
+        uses, whatever implementation the trunk was copied with — so a resumed run's critic computes
+        what an uninterrupted one's does, to the bit."""
+        want = None if self.attention_for is None else self.attention_for(length)
+        config = getattr(self.trunk, "config", None)
+        if want is not None and config is not None and want != config._attn_implementation:
+            self.trunk.set_attn_implementation(want)
+
     def forward(self, prompts: Tensor, completions: Tensor) -> Tensor:
         """V (P, G, T) float32 with a graph: V[p, g, t] read at the column that predicts y_t. One forward
         over each of the P·G rows prompt + completion (as ``CausalLMPolicy.full_log_probs``)."""
@@ -106,6 +117,7 @@ GPT-2's GELU is fused as in the policy (``fuse_activations``: the same function,
         y = rearrange(completions, "P G T -> (P G) T")                                    # (P·G, T)
         ids = torch.cat([repeat(prompts, "P L -> (P G) L", G=G), y], 1)                   # (P·G, L+T)
         attn = torch.cat([pmask, pmask.new_ones(P * G, T)], 1)                           # (P·G, L+T)
+        self.use_attention(L + T)
         with self.autocast():
             out = self.trunk(input_ids=ids, attention_mask=attn.long(), position_ids=positions(attn),
                              use_cache=False)

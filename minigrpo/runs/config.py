@@ -223,7 +223,8 @@ class TrainConfig:
         if self.minibatches is None:
             self.minibatches = min(4, self.prompts_per_step) if self.method == "ppo" else 1
         if self.minibatches > self.prompts_per_step + self.online_prompts:
-            _fail("minibatches", self.minibatches, f"must be at most the prompts per step ({self.prompts_per_step})")
+            _fail("minibatches", self.minibatches, f"must be at most the prompts a step learns from (prompts_per_step + "
+                                                   f"online_prompts = {self.prompts_per_step + self.online_prompts})")
         for name, methods in (("prefs", ("dpo", "ipo")), ("labels", ("dpo", "ipo")), ("offline_data", ("offline_grpo",)),
                               ("online_prompts", ("offline_grpo",))):
             if getattr(self, name) and self.method not in methods:
@@ -232,6 +233,13 @@ class TrainConfig:
             _fail("beta", self.beta, f"method {self.method} needs beta > 0 (DPO's β, IPO's τ)")
         if self.prefs and self.labels:
             _fail("labels", self.labels, "give prefs or labels, not both")
+        from minigrpo.lm.models import looks_like_path
+
+        for name in ("prefs", "labels", "offline_data"):
+            value = getattr(self, name)
+            if value and (name != "offline_data" or looks_like_path(value, (".jsonl", ".json", ".csv", ".parquet"))) \
+                    and not Path(value).exists():
+                _fail(name, value, "names no file: it does not exist")
         if self.method in ("dpo", "ipo") and not (self.prefs or self.labels) and self.group_size < 2:
             _fail("group_size", self.group_size, "dpo/ipo without prefs builds pairs from groups of anchor samples: "
                                                  "it needs group_size ≥ 2")

@@ -166,13 +166,16 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
 
     # the anchor's evaluation calls every reward once: a reward that fails does so before a run folder exists
     first = {"step": 0, **run_eval()} if ckpt is None else None
+    parts = RunParts(cfg, policy, anchor, tokenizer, reward, source, optimizer, recipe, T, device, data_gen, sample_gen)
+    tic = time.perf_counter()
+    take_step = make_steps(parts)     # the method's data, read or built from the anchor (runs/methods.py)
+    data_seconds = time.perf_counter() - tic
     if folder is None:
         folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
         folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
-    parts = RunParts(cfg, policy, anchor, tokenizer, reward, source, optimizer, recipe, T, device, data_gen, sample_gen)
-    tic = time.perf_counter()
-    take_step = make_steps(parts, folder)     # data built from the anchor is built here, before any update
-    data_seconds = time.perf_counter() - tic
+    for name, write in take_step.data_files.items():
+        if not (folder.path / name).exists():
+            write(folder.path / name)
     start = 0
     if ckpt is not None:
         state = RunFolder.load_state(ckpt)

@@ -89,6 +89,8 @@ def pick_rows(t: int, n: int, total: int, seed: int) -> Tensor:
 class OnlineSteps:
     """GRPO or PPO: each step samples ``group_size`` completions for ``prompts_per_step`` prompts."""
 
+    data_files: dict = {}        # name → writer(path): data built from the anchor, saved in the run folder
+
     def __init__(self, parts: RunParts):
         self.parts, self.critic = parts, None
         if isinstance(parts.recipe.baseline, GAE):                         # ppo: bind the critic
@@ -98,6 +100,7 @@ class OnlineSteps:
             base = getattr(parts.anchor, "model", None) or parts.policy.model
             value = ValueModel.from_causal_lm(base, parts.tokenizer.pad_token_id,
                                               autocast_dtype=parts.policy.autocast_dtype).to(parts.device)
+            value.attention_for = parts.policy.attention_for       # the policy's attention, per length
             self.critic = Critic(value, GAE(c.gae_gamma, c.gae_lambda), lr=c.critic_lr, value_clip=c.value_clip)
             parts.recipe = replace(parts.recipe, baseline=self.critic)
 
@@ -170,6 +173,8 @@ def write_samples(path: Path, rows, texts, bank: LoggedBatch) -> None:
 class OfflineSteps:
     """Offline GRPO on a logged bank (and, with ``online_prompts``, fresh online groups beside it)."""
 
+    data_files: dict = {}        # name → writer(path): data built from the anchor, saved in the run folder
+
     def __init__(self, parts: RunParts, bank: LoggedBatch):
         self.parts, self.bank = parts, bank
 
@@ -198,6 +203,8 @@ class OfflineSteps:
 
 class PairSteps:
     """DPO (β = ``beta``) or IPO (τ = ``beta``) on a bank of pairs, ``prompts_per_step`` pairs a step."""
+
+    data_files: dict = {}        # name → writer(path): data built from the anchor, saved in the run folder
 
     def __init__(self, parts: RunParts, pairs):
         self.parts, self.pairs = parts, pairs                 # a lm.pairs.PairBatch on the device
@@ -235,9 +242,13 @@ def read_pairs(cfg: TrainConfig) -> list:
     return pairs
 
 
-def make_steps(parts: RunParts, folder) -> OnlineSteps | OfflineSteps | PairSteps:
-    """The step of ``parts.cfg.method``, with its data built (sampled data is also written to the run
-    folder: ``logged.jsonl`` or ``pairs.jsonl``, for a learner to read and reuse)."""
+def make_steps(parts: RunParts) -> OnlineSteps | OfflineSteps | PairSteps:
+    """The step of ``parts.cfg.method``, with its data read or built — before the run folder exists, so
+    a missing file or data that gives no pair fails first. Data sampled from the anchor is also kept
+    as ``data_files`` {name: writer(path)}, which the run writes into its folder (``logged.jsonl`` or
+    ``pairs.jsonl``, for a learner to read and reuse). A resumed run samples it again (the same seed
+    gives the same data on a CPU) rather than re-reading its text, which a BPE tokenizer may split
+    differently from the sampler."""
     from minigrpo.lm.policy import context_length
 
     c, tok = parts.cfg, parts.tokenizer
@@ -253,26 +264,33 @@ def make_steps(parts: RunParts, folder) -> OnlineSteps | OfflineSteps | PairStep
                 bank.prompts, bank.completions, bank.mask, bank.r, bank.valid, bank.logp)))
         else:
             bank, rows, texts = sample_from_anchor(parts)
-            if not (folder.path / "logged.jsonl").exists():
-                write_samples(folder.path / "logged.jsonl", rows, texts, bank)
+            step = OfflineSteps(parts, bank)
+            step.data_files = {"logged.jsonl": lambda path: write_samples(path, rows, texts, bank)}
+            return step
         return OfflineSteps(parts, bank)
     from minigrpo.lm.pairs import encode_pairs, pairs_from_groups
 
+    files = {}
     if c.prefs or c.labels:
         pairs = read_pairs(c)
     else:
         bank, rows, texts = sample_from_anchor(parts)
-        pairs, tied = pairs_from_groups([r.prompt for r in rows], texts, bank.r.tolist())
+        judged = bank.valid.tolist()            # a completion the reward could not judge is in no pair
+        pairs, tied = pairs_from_groups([r.prompt for r in rows],
+                                        [[x for x, ok in zip(ts, v) if ok] for ts, v in zip(texts, judged)],
+                                        [[x for x, ok in zip(rs, v) if ok] for rs, v in zip(bank.r.tolist(), judged)])
         if not pairs:
             raise ValueError(f"method {c.method}: every one of the {len(rows)} prompts' {c.group_size} anchor samples "
                              "got the same reward (or the same text), so no preference pair could be built; raise "
                              "group_size or offline_prompts, or give prefs")
-        if not (folder.path / "pairs.jsonl").exists():
-            from minigrpo.rewards.preferences import PreferencePair, save_preferences
+        from minigrpo.rewards.preferences import PreferencePair, save_preferences
 
-            save_preferences([PreferencePair(p.prompt, p.chosen, p.rejected) for p in pairs], folder.path / "pairs.jsonl")
+        files["pairs.jsonl"] = lambda path: save_preferences(
+            [PreferencePair(p.prompt, p.chosen, p.rejected) for p in pairs], path)
     batch = encode_pairs(tok, pairs, parts.T, context)
     from minigrpo.lm.pairs import PairBatch
 
-    return PairSteps(parts, PairBatch(batch.prompts.to(parts.device), batch.completions.to(parts.device),
+    step = PairSteps(parts, PairBatch(batch.prompts.to(parts.device), batch.completions.to(parts.device),
                                       batch.mask.to(parts.device), batch.truncated))
+    step.data_files = files
+    return step
