@@ -91,7 +91,7 @@ class TrainConfig:
     test_fraction: float = setting(0.1, number(ge=0, lt=1))
     # "tiny": the task's shipped SFT anchor; or a save_pretrained folder (e.g. from `minigrpo sft`) or a hub id.
     model: str = setting("tiny", text("must be 'tiny', a save_pretrained folder or a hub id such as 'gpt2'"))
-    beta: float = setting(0.02, number(ge=0))             # KL coefficient β (initial β when kl_target is set)
+    beta: float = setting(0.02, number(ge=0))   # KL coefficient β (initial β when kl_target is set); DPO's β, IPO's τ
     # Adapt β toward this KL per completion (Ziegler et al. 2019); None: a fixed β.
     kl_target: float | None = setting(None, optional(number(gt=0)))
     kl_horizon: float = setting(10_000.0, number(gt=0))   # the adaptive β's horizon in samples: smaller reacts faster
