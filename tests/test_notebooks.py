@@ -30,7 +30,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TUTORIALS = ["01_bandit.ipynb", "02_tokens_and_logprobs.ipynb", "03_one_grpo_step_by_hand.ipynb",
              "04_lm_grpo_run.ipynb", "05_gpt2.ipynb", "06_designing_rewards.ipynb", "07_reward_model.ipynb",
              "08_labelling_by_hand.ipynb", "09_stepwise_vs_outcome.ipynb", "10_reward_hacking.ipynb",
-             "11_contextual_bandit.ipynb", "12_your_own_task.ipynb"]
+             "11_contextual_bandit.ipynb", "12_your_own_task.ipynb", "13_methods.ipynb"]
 KERNEL = "python3"
 STARTUP_TIMEOUT = 300       # s for one kernel start to answer; a cold start on a loaded 2-core machine took minutes
 START_TRIES = 2             # a start that fails or times out is tried once more; a cell never is
