@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from minigrpo.core.optimizer import adamw
-from minigrpo.runs.config import TrainConfig
+from minigrpo.runs.config import OFFLINE, TrainConfig
 from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
 from minigrpo.runs.folder import RunFolder
 from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
@@ -217,8 +217,8 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
             scheduler.step()
             record = {"step": t, **out.record, "lr": scheduler.get_last_lr()[0],
                       "step_seconds": time.perf_counter() - tic}
-            if t == start + 1:
-                record["data_seconds"] = data_seconds     # building the method's data (offline: sampling, scoring)
+            if t == 1 and cfg.method in OFFLINE:
+                record["data_seconds"] = data_seconds     # building the method's data (sampling, scoring)
             if step is not None:
                 beta_ctl.update(step)
                 ended = (step.rollout.completions == tokenizer.eos_token_id) & step.rollout.mask
