@@ -23,6 +23,20 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture()
+def float64_default():
+    """torch's default dtype float64 for the test: tabular policies and aggregation weights take the
+    default dtype, and exact comparisons (ψ against autograd, fixed points) want the tighter one."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def pytest_terminal_summary(terminalreporter):
     """List each notebook's kernel-start and run seconds (tests/test_notebooks.py), so a stall shows where
     it waited: starting the kernel or running the cells."""

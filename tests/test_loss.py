@@ -11,16 +11,6 @@ from minigrpo.core.loss import (PLAIN, Surrogate, aggregate, clip_fraction, clip
 from minigrpo.bandit.policies import TabularSoftmaxPolicy
 
 
-@pytest.fixture
-def float64_default():
-    """TabularSoftmaxPolicy and the aggregation weights take torch's default dtype; run in float64."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
 
 # ratios just inside / outside 1 − 0.2, 1 + 0.2, 1 + 0.28, and far away; both signs of A
 RATIOS = [0.3, 0.75, 0.79, 0.81, 0.95, 1.0, 1.05, 1.19, 1.21, 1.25, 1.27, 1.29, 1.6, 3.0]

@@ -25,16 +25,6 @@ from minigrpo.core.step import Step, collect, grpo_step, learn
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def float64_default():
-    """Policies and aggregation weights take torch's default dtype; run in float64 for tight comparisons."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
 
 def right_padded(P, G, T, g, min_len=0):
     """A random right-padded mask (P,G,T) with lengths in [min_len, T] (0: an empty completion)."""

@@ -9,15 +9,6 @@ from minigrpo.core.optimizer import LeanAdam
 from minigrpo.bandit.policies import MLPPolicy, TabularSoftmaxPolicy, frozen_copy
 
 
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
 
 def reference_logp(theta, prompts, completions):
     P, G, T = completions.shape
