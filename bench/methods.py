@@ -44,16 +44,21 @@ METHODS = {
     "grpo_deepseek": ("grpo", "deepseek", "DeepSeek GRPO"),
     "rloo": ("grpo", "rloo", "RLOO"),
     "ppo": ("ppo", None, "PPO"),
+    "ppo_grpo_lr": ("ppo", None, "PPO at GRPO's lr"),
     "dpo": ("dpo", None, "DPO"),
     "offline_grpo": ("offline_grpo", None, "offline GRPO"),
 }
 OFFLINE = ("dpo", "offline_grpo")
+SETTINGS_OF = {"ppo_grpo_lr": {"lr": 2e-4}}
+"""Settings a label changes from the method's defaults: PPO at GRPO's learning rate 2e-4 (its own default
+is 5e-5, a quarter: its 4 epochs × 4 minibatches take 16 steps a rollout where GRPO takes one)."""
 SETTINGS = {
     "addition": "addition, reward {correct: 1}",
     "chain": "chain (3 ops), reward {correct: 1}",
     "hacking": "addition, reward = the lazy-rater proxy reward model (correct logged with weight 0)",
 }
 COLORS = {"grpo_seed": "tab:blue", "grpo_deepseek": "tab:cyan", "rloo": "tab:purple", "ppo": "tab:red",
+          "ppo_grpo_lr": "tab:orange",
           "dpo": "tab:green", "offline_grpo": "tab:olive"}
 EVAL_KEYS = ("test_accuracy", "eval/kl", "eval/greedy/reward", "eval/greedy/correct", "eval/greedy/reward_model",
              "eval/sampled/reward", "eval/sampled/correct", "eval/sampled/reward_model")
@@ -76,6 +81,7 @@ def config_kwargs(job: dict) -> dict:
         kw.update(reward_weights={"reward_model": 1.0, "correct": 0.0}, reward_model=str(PROXY_DIR))
     if job["method"] in OFFLINE:
         kw["offline_prompts"] = job["steps"] * job["P"]      # offline_prompts × G = steps × P × G reward calls
+    kw.update(SETTINGS_OF.get(job["method"], {}))
     return kw
 
 

@@ -73,7 +73,7 @@ def test_help_shows_the_choices_and_the_defaults(capsys, monkeypatch):
     assert "--prompts INT, --prompts-per-step INT" in text and "(default: 16)" in text
     assert "--reward NAME=FLOAT,…|None, --reward-weights NAME=FLOAT,…|None" in text and "(default: None)" in text
     assert "--reward-fn FILE.py:NAME[=WEIGHT], --reward-fns FILE.py:NAME[=WEIGHT]" in text
-    assert "--lr FLOAT AdamW learning rate (after a short warm-up) (default: 0.0002)" in text
+    assert "--lr FLOAT|None AdamW learning rate (after a short warm-up); None: 2e-4, or 5e-5 for ppo" in text
 
 
 @pytest.mark.parametrize("command", CONFIGURED)

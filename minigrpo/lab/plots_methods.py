@@ -30,10 +30,10 @@ from matplotlib.figure import Figure
 from minigrpo.bandit.runner import BanditResult
 
 NAMES = {"grpo": "GRPO", "grpo_seed": "seed GRPO", "grpo_deepseek": "DeepSeek GRPO", "rloo": "RLOO", "ppo": "PPO",
-         "dpo": "DPO", "ipo": "IPO", "offline_grpo": "offline GRPO"}
+         "ppo_grpo_lr": "PPO at GRPO's lr", "dpo": "DPO", "ipo": "IPO", "offline_grpo": "offline GRPO"}
 OFFLINE = ("dpo", "ipo", "offline_grpo")          # all their reward calls are spent before step 1
 COLORS = {"grpo": "tab:blue", "grpo_seed": "tab:blue", "grpo_deepseek": "tab:cyan", "rloo": "tab:purple",
-          "ppo": "tab:red", "dpo": "tab:green", "ipo": "tab:pink", "offline_grpo": "tab:olive"}
+          "ppo": "tab:red", "ppo_grpo_lr": "tab:orange", "dpo": "tab:green", "ipo": "tab:pink", "offline_grpo": "tab:olive"}
 X_KEYS = {"reward_calls": ("reward_calls", "reward calls"),
           "seconds": ("train_seconds", "training seconds (evaluation excluded)"),
           "train_seconds": ("train_seconds", "training seconds (evaluation excluded)")}

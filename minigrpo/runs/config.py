@@ -117,7 +117,9 @@ class TrainConfig:
     aggregation: str | None = setting(None, optional(one_of(AGGREGATIONS)))
     group_size: int = setting(8, integer(1))              # G completions per prompt
     prompts_per_step: int = setting(16, integer(1))       # P prompts per step
-    lr: float = setting(2e-4, number(gt=0))               # AdamW learning rate (after a short warm-up)
+    # AdamW learning rate (after a short warm-up); None: 2e-4, or 5e-5 for ppo, whose 4 epochs × 4 minibatches take
+    # 16 steps per rollout (at 2e-4 PPO fell below the anchor on chain: bench/RESULTS.md).
+    lr: float | None = setting(None, optional(number(gt=0)))
     warmup_steps: int = setting(10, integer(0))           # linear learning-rate warm-up
     steps: int = setting(200, integer(1))                 # GRPO steps
     # Epochs over each rollout (> 1 is where clipping acts); None: 4 for ppo, else 1.
@@ -220,6 +222,8 @@ class TrainConfig:
         self.method, self.recipe = method_and_recipe(self.method, self.recipe, "TrainConfig")
         if self.updates is None:
             self.updates = 4 if self.method == "ppo" else 1
+        if self.lr is None:
+            self.lr = 5e-5 if self.method == "ppo" else 2e-4
         if self.minibatches is None:
             self.minibatches = min(4, self.prompts_per_step) if self.method == "ppo" else 1
         if self.minibatches > self.prompts_per_step + self.online_prompts:
