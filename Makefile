@@ -10,7 +10,8 @@ TORCH_INDEX ?=
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lab bench bench-trl setup clean
+.PHONY: demo test lab lab-workspace bench bench-trl setup clean
+LAB    ?= workspace
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +28,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+# The lab opens copies: JupyterLab autosaves outputs into the notebooks it has open, and the tracked
+# ones must stay clean (tests/test_notebooks.py). `make lab` copies each notebook into $(LAB)/notebooks
+# (ignored by git) unless a copy is already there, so a learner's work is kept between sessions; delete
+# a copy to get the original back. $(LAB)/examples and $(LAB)/bench point at the repository's own,
+# so the notebooks' relative paths work in the copies.
+lab-workspace:
+	mkdir -p $(LAB)/notebooks
+	for f in notebooks/*.ipynb; do test -e $(LAB)/$$f || cp $$f $(LAB)/$$f; done
+	ln -sfn $(CURDIR)/examples $(LAB)/examples
+	ln -sfn $(CURDIR)/bench $(LAB)/bench
+
+lab: $(STAMP) lab-workspace
+	$(VENV)/bin/jupyter lab $(LAB)/notebooks/
 
 bench: $(STAMP)
 	$(PY) bench/bandit_speed.py
