@@ -30,6 +30,25 @@ def test_bandit_json_meets_the_optimum_tolerance(means, anchor, beta):
     assert abs(sum(res["policy"]) - 1) < 1e-5 and len(res["policy"]) == len(means.split(","))
 
 
+def strict_json(text: str):
+    """Parse JSON as the standard defines it: NaN and ±Infinity are not numbers there."""
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("beta,finite", [(0.001, True), (0.0, False)])
+def test_bandit_json_is_strict_and_kl_finite_at_the_smallest_beta(beta, finite, capsys):
+    """At β = 0.001 the worst arm's π* is about e^-800 (0 in float32); KL(π ‖ π*) is large but finite,
+    computed in log space. At β = 0 it is infinite, printed as null (strict JSON has no Infinity)."""
+    assert main(["bandit", "--beta", str(beta), "--steps", "200", "--json"]) == 0
+    res = strict_json(capsys.readouterr().out)
+    if finite:
+        assert 0 < res["kl_to_optimum"] < 1e4 and 0 < res["tv_to_optimum"] <= 1, res
+    else:
+        assert res["kl_to_optimum"] is None, res
+
+
 def test_bandit_text_output(capsys):
     assert main(["bandit", "--arms", "3", "--steps", "200", "--group-size", "16"]) == 0
     out = capsys.readouterr().out

@@ -63,6 +63,11 @@ class BanditResult:
     optimum: Tensor         # (R, K)      π* for each β
     wall_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    log_optimum: Tensor | None = None   # (R, K) log π*, float64: finite where π* itself underflows (β ≪ reward gaps)
+
+    def __post_init__(self):
+        if self.log_optimum is None:
+            self.log_optimum = self.optimum.double().log()
 
     @property
     def policy(self) -> Tensor:
@@ -79,10 +84,12 @@ class BanditResult:
 
     def kl_to_optimum(self) -> Tensor:
         """KL(π ‖ π*) along the history, (n_records, R)."""
-        return kl_divergence(self.probs.log(), self.optimum.log())
+        kl = kl_divergence(self.probs.double().log(), self.log_optimum).to(self.probs.dtype)
+        # β = 0: π* is a point mass on the best arm, and any π that is not one is infinitely far from it
+        return torch.where(self.betas.to(kl.device) == 0, torch.inf, kl)
 
     def tv_to_optimum(self) -> Tensor:
-        return total_variation(self.probs.log(), self.optimum.log())
+        return total_variation(self.probs.double().log(), self.log_optimum).to(self.probs.dtype)
 
     def fixed_point(self) -> Tensor | None:
         """Where the method lands in theory, (R, K) probabilities, when that differs from π* and is
@@ -117,7 +124,7 @@ class BanditResult:
             "tv_to_optimum": self.tv_to_optimum()[-1, run].item(),
             "kl_to_anchor": self.kl_to_anchor()[-1, run].item(),
             "expected_reward": self.expected_reward()[-1, run].item(),
-            "optimum_expected_reward": expected_reward(self.optimum[run].log(), self.means).item(),
+            "optimum_expected_reward": expected_reward(self.log_optimum[run], self.means.double()).item(),
             "beta": self.betas[run].item(),
             "wall_seconds": self.wall_seconds,
             "config": asdict(self.config),
@@ -142,6 +149,7 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
         first = runs[0]
         return replace(first, betas=torch.cat([r.betas for r in runs]), probs=torch.cat([r.probs for r in runs], 1),
                        reward=torch.cat([r.reward for r in runs], 1), optimum=torch.cat([r.optimum for r in runs]),
+                       log_optimum=torch.cat([r.log_optimum for r in runs]),
                        wall_seconds=sum(r.wall_seconds for r in runs),
                        extra={k: torch.cat([r.extra[k] for r in runs]) for k in first.extra})
 
@@ -206,9 +214,12 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
                     on_record(t + 1, torch.softmax(thetas[i], -1))
     probs = torch.softmax(thetas, -1)
     wall = time.perf_counter() - t0
-    opt_policy = optimal_policy(anchor_probs.log(), means, betas_t.to(means.dtype).clamp_min(1e-12)[:, None]).exp()
+    # π* in log space and float64: at β = 0.001 the worst arm's π* is e^-800, 0 in float32, and KL(π ‖ π*)
+    # must stay finite (it is large, not infinite)
+    log_opt = optimal_policy(anchor_probs.double().log(), means.double(), betas_t.clamp_min(1e-12)[:, None])
+    opt_policy = log_opt.exp().to(means.dtype)
     return BanditResult(cfg, betas_t, probs, torch.arange(n_rec + 1) * cfg.record_every, reward,
-                        anchor_probs, means, opt_policy, wall, extra)
+                        anchor_probs, means, opt_policy, wall, extra, log_opt)
 
 
 def sweep_beta(cfg: BanditConfig, betas: Sequence[float]) -> BanditResult:
