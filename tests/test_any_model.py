@@ -76,6 +76,21 @@ def test_sampled_log_probs_equal_log_probs_and_a_plain_forward_pass(case):
             torch.testing.assert_close(ro.logp[p, g, :n], ref, atol=1e-5, rtol=0)
 
 
+def test_decoding_and_scoring_raise_no_future_warning(case):
+    """The decoder passes the key/value cache by the name the model's forward takes now (``cache_name``):
+    transformers' FutureWarning about ``past_key_values`` showed in every LM notebook once."""
+    import warnings
+
+    name, _, model, tok = case
+    policy = CausalLMPolicy(model, tok.pad_token_id)
+    prompts = encode_prompts(tok, prompt_texts(tok))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        ro = sample_group(policy, prompts, 2, max_new_tokens=6, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                          generator=torch.Generator().manual_seed(0))
+        policy.log_probs(prompts, ro.completions)
+
+
 def test_a_grpo_step_trains_the_model(case):
     name, _, model, tok = case
     policy = CausalLMPolicy(model, tok.pad_token_id)
