@@ -206,3 +206,19 @@ def test_labelling_panel_writes_the_jsonl_the_loaders_read(tmp_path):
     assert pairs == [PreferencePair("1+1=", "3", "2")]
     with pytest.raises(ValueError, match="mode"):
         LabellingPanel(items, tmp_path / "x.jsonl", mode="stars")
+
+
+def test_labelling_panel_asks_about_each_distinct_completion_once(tmp_path):
+    """A group of 8 where the anchor wrote "83" four times asks 4 questions, not 8: labels are keyed by the
+    texts, so one serves every copy; the view says how many copies there are."""
+    from minigrpo.lab.labelling import LabellingPanel
+
+    group = ["83", "83", "73", "83", "93", "83", "73", "82"]
+    panel = LabellingPanel([("41+42=", y) for y in group], tmp_path / "l.jsonl")
+    assert panel.items == [("41+42=", "83"), ("41+42=", "73"), ("41+42=", "93"), ("41+42=", "82")]
+    assert panel.counts[("41+42=", "83")] == 4 and "sampled 4 times" in panel.view.value
+    asked = []
+    while not panel.done:
+        asked.append(panel.current)
+        panel.thumb(panel.current[1] == "83")
+    assert len(asked) == 4 and len(load_labels(tmp_path / "l.jsonl")[0]) == 4

@@ -13,8 +13,9 @@ methods ``thumb``, ``skip``, ``save_steps`` and ``save_ranking``, which a test (
 from __future__ import annotations
 
 import html
-import re
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -28,7 +29,11 @@ def _split_steps(text: str, separators: str) -> list[str]:
 
 
 class LabellingPanel(widgets.VBox):
-    """Shows completions one at a time (``mode="thumbs"``) or one prompt's group at a time (``"rank"``)."""
+    """Shows completions one at a time (``mode="thumbs"``) or one prompt's group at a time (``"rank"``).
+
+    Each distinct (prompt, completion) is asked about once, however often it was sampled: a label is
+    keyed by the texts, so one label serves every copy (the view says how many there are). ``counts``
+    holds those numbers, ``current`` the item on show."""
 
     def __init__(self, items: list[tuple[str, str]], path: str | Path, *, mode: str = "thumbs",
                  steps: bool = False, separators: str = ",", annotator: str | None = None):
@@ -36,7 +41,9 @@ class LabellingPanel(widgets.VBox):
             raise ValueError(f"LabellingPanel: mode={mode!r} is not allowed; choose 'thumbs' or 'rank'")
         if not items or not all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
             raise ValueError("LabellingPanel: items must be a non-empty list of (prompt, completion) pairs")
-        self.items, self.path, self.mode, self.steps, self.separators = list(items), Path(path), mode, steps, separators
+        self.counts = Counter(tuple(i) for i in items)                  # (prompt, completion) → times sampled
+        self.items = list(self.counts)                                  # each distinct one once, in first order
+        self.path, self.mode, self.steps, self.separators = Path(path), mode, steps, separators
         self.annotator = annotator
         self.groups = {}
         for p, c in self.items:
@@ -97,6 +104,11 @@ class LabellingPanel(widgets.VBox):
         self._render()
 
     # --- drawing ------------------------------------------------------------------------------------------
+    @property
+    def current(self) -> tuple[str, str]:
+        """The (prompt, completion) on show (thumbs and steps modes)."""
+        return self._current()
+
     def _current(self) -> tuple[str, str]:
         if self.done:
             raise ValueError("LabellingPanel: every item has been labelled")
@@ -132,8 +144,10 @@ class LabellingPanel(widgets.VBox):
                 self._button("Save ranking", self.save_ranking, "primary"), self._button("Skip", self.skip)])]
             return
         prompt, completion = self.items[self.index]
+        n = self.counts[(prompt, completion)]
+        times = f" <i>(sampled {n} times: one label serves them all)</i>" if n > 1 else ""
         self.view.value = (f"<p>Prompt: <code>{html.escape(prompt)}</code></p>"
-                           f"<p>Completion: <code>{html.escape(completion) or '(empty)'}</code></p>")
+                           f"<p>Completion: <code>{html.escape(completion) or '(empty)'}</code>{times}</p>")
         if self.steps:
             parts = _split_steps(completion, self.separators)
             self.step_toggles = [widgets.ToggleButtons(options=["✓", "✗", "?"], value="?",
