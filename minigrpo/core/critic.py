@@ -99,6 +99,10 @@ class CriticTargets:
     returns: Tensor
     mask: Tensor
 
+    def rows(self, idx: Tensor) -> "CriticTargets":
+        """The targets of the rows ``idx`` (a minibatch of prompts)."""
+        return CriticTargets(self.V_old[idx], self.returns[idx], self.mask[idx])
+
 
 class Critic(nn.Module):
     """A learned per-token baseline: ``advantages`` scores a rollout with V_φ and runs GAE; ``fit`` takes
@@ -162,10 +166,6 @@ class Critic(nn.Module):
         self.optimizer.step()
         self.last_loss = loss.item()
         return self.last_loss
-
-    def select(self, targets: CriticTargets, idx: Tensor) -> CriticTargets:
-        """The targets of the rows ``idx`` (a minibatch of prompts)."""
-        return CriticTargets(targets.V_old[idx], targets.returns[idx], targets.mask[idx])
 
 
 class ValueTable(nn.Module):

@@ -75,15 +75,22 @@ class LoggedBatch:
                            None if self.logp is None else self.logp[idx])
 
 
+def with_behaviour(batch: LoggedBatch, anchor: Anchor) -> LoggedBatch:
+    """The batch with its behaviour log-probs: as logged, or the anchor's when none were (data sampled
+    from the anchor)."""
+    if batch.logp is not None:
+        return batch
+    with torch.no_grad():
+        logp = anchor.log_probs(batch.prompts, batch.completions).masked_fill(~batch.mask, 0.0)
+    return LoggedBatch(batch.prompts, batch.completions, batch.mask, batch.r, batch.valid, logp)
+
+
 def offline_step(policy: Policy, anchor: Anchor, batch: LoggedBatch, recipe: Recipe, beta, optimizer, **learn_kwargs) -> Step:
     """One offline GRPO step: ``step.learn`` on logged completions, with ratios to the behaviour policy
     (the anchor's log-probs when the batch logged none: data sampled from the anchor)."""
-    logp_behaviour = batch.logp
-    if logp_behaviour is None:
-        with torch.no_grad():
-            logp_behaviour = anchor.log_probs(batch.prompts, batch.completions).masked_fill(~batch.mask, 0.0)
+    batch = with_behaviour(batch, anchor)
     return learn(policy, anchor, batch.prompts, batch.rollout(), batch.scored(), recipe, beta, optimizer,
-                 logp_behaviour=logp_behaviour, **learn_kwargs)
+                 logp_behaviour=batch.logp, **learn_kwargs)
 
 
 def hybrid_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Reward, batch: LoggedBatch, recipe: Recipe,
@@ -97,11 +104,7 @@ def hybrid_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Rewa
     online = LoggedBatch(prompts, rollout.completions, rollout.mask, scored.r,
                          torch.ones_like(scored.r, dtype=torch.bool) if scored.valid is None else scored.valid,
                          rollout.logp)
-    if batch.logp is None:
-        with torch.no_grad():
-            batch = LoggedBatch(batch.prompts, batch.completions, batch.mask, batch.r, batch.valid,
-                                anchor.log_probs(batch.prompts, batch.completions).masked_fill(~batch.mask, 0.0))
-    both = concat(online, batch, sampling_kwargs.get("pad_id", 0))
+    both = concat(online, with_behaviour(batch, anchor), sampling_kwargs.get("pad_id", 0))
     return learn(policy, anchor, both.prompts, both.rollout(), both.scored(), recipe, beta, optimizer,
                  logp_behaviour=both.logp, generator=generator, **(learn_kwargs or {}))
 

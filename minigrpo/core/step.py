@@ -208,7 +208,7 @@ def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, sco
                                              "the weights were not updated (lower the learning rate or check the reward)")
             optimizer.step()
             if targets is not None:
-                recipe.baseline.fit(x, y, targets if idx is None else recipe.baseline.select(targets, idx))
+                recipe.baseline.fit(x, y, targets if idx is None else targets.rows(idx))
             if split:
                 logp_last[idx], psi_last[idx] = lp, psi / minibatches    # on the full batch's scale
             else:
