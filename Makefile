@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lab lab-workspace bench bench-trl setup clean
+.PHONY: demo test lab lab-workspace bench bench-trl setup clean site
 LAB    ?= workspace
 
 $(STAMP): pyproject.toml
@@ -50,6 +50,16 @@ bench: $(STAMP)
 bench-trl: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/trl_compare.py
+
+# The course site (docs/publishing.md): every notebook executed in full mode, one fresh kernel each, into
+# build/executed/ (outputs and widget states kept; docs/execute_notebooks.py), then MkDocs builds the README, docs/,
+# the executed notebooks, bench/RESULTS.md and the API page from the docstrings into build/site/ (mkdocs.yml,
+# docs/site_hooks.py). A cell error stops it. SMALL=1 executes with the tests' quick settings, for a preview.
+site: $(STAMP)
+	rm -rf build/executed build/site
+	$(PY) docs/execute_notebooks.py --out build/executed $(if $(SMALL),--small)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	@echo "the site is in build/site/ (open build/site/index.html); docs/publishing.md puts it on GitHub Pages"
 
 clean:
 	rm -rf $(VENV) runs

@@ -25,7 +25,17 @@ nbclient = pytest.importorskip("nbclient")
 kernelspec = pytest.importorskip("jupyter_client.kernelspec")
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402  (after the importorskip above)
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "docs"))
+from execute_notebooks import poll_in_slices  # noqa: E402  (docs/execute_notebooks.py, the site's executor)
+
+# nbclient sometimes misses a cell's reply after a widget cell and waits out the whole cell timeout (nbclient
+# issue 312; seen here as an intermittent 300 s stall): poll in 1 s slices up to the same deadline instead
+poll_in_slices()
+NOTEBOOK_DIR = ROOT / "notebooks"
+# each notebook that ran without an error is saved here with its outputs (figures, and the widget state that
+# nbclient stores by default) for the course site (tests/test_site.py, `make site`); ignored by git
+EXECUTED_DIR = ROOT / "build" / "executed"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TUTORIALS = ["01_bandit.ipynb", "02_tokens_and_logprobs.ipynb", "03_one_grpo_step_by_hand.ipynb",
              "04_lm_grpo_run.ipynb", "05_gpt2.ipynb", "06_designing_rewards.ipynb", "07_reward_model.ipynb",
@@ -136,6 +146,8 @@ def test_notebook_runs(path: Path, monkeypatch, record_property):
     monkeypatch.setenv("MINIGRPO_SMALL", "1")     # the kernel inherits this process's environment
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
+    saved = EXECUTED_DIR / path.name
+    saved.unlink(missing_ok=True)                   # a copy from an earlier run must not stand in for this one
     timing, failure = {}, None
     try:
         asyncio.run(execute_notebook(nb, path.parent, timing))
@@ -147,6 +159,8 @@ def test_notebook_runs(path: Path, monkeypatch, record_property):
         record_property("notebook_timing", {"notebook": path.name, **timing})
     if failure:                                     # outside the except: the report shows the cell's error once
         pytest.fail(failure, pytrace=False)
+    EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, saved)                       # only a notebook that ran without an error is saved
 
 
 def test_notebooks_are_saved_clean():
