@@ -221,11 +221,13 @@ def anchor_dir(task: str, task_args: dict | None = None, root: Path | None = Non
 
 
 def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, device: str = "auto",
-                 eval_size: int = 200, progress: bool = True) -> Path:
+                 eval_size: int = 200, progress: bool = True,
+                 on_step: Callable[[int, float], None] | None = None) -> Path:
     """SFT ``cfg.model`` on ``cfg.task`` or ``cfg.data`` and save it (``save_pretrained``) to ``out``: a
     folder, or a function of the run's name (the task, or the data file's stem) that makes one, called
     once the data and the model have loaded and passed their checks, so a bad input leaves no empty
-    folder. Held-out accuracy and loss are measured on at most ``eval_size`` held-out prompts."""
+    folder. Held-out accuracy and loss are measured on at most ``eval_size`` held-out prompts. ``progress``
+    shows a tqdm bar; ``on_step(t, loss)`` hears every step, t = 0, 1, … (a notebook's ``CellProgress``)."""
     from tqdm.auto import tqdm
 
     from minigrpo.lm.evaluate import exact_match
@@ -266,7 +268,13 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
     out = Path(out(name) if callable(out) else out)
     policy = CausalLMPolicy(model, tokenizer.pad_token_id)
     bar = tqdm(total=cfg.steps, desc=f"SFT {name}", disable=not progress)
-    losses = train(policy, lambda t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+
+    def step_done(t: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if on_step is not None:
+            on_step(t, loss)
+    losses = train(policy, step_done)
     bar.close()
     acc = exact_match(policy, tokenizer, test, max_new_tokens)
     test_loss = held_out_loss(policy, tokenizer, test)
