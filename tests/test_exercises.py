@@ -100,7 +100,9 @@ def test_solution_passes_and_wrong_answers_fail(notebook, ex: Exercise, capsys):
         raise ValueError("oops")
     passed, text = ex.run(broken)
     assert not passed and "ValueError: oops" in text and ex.hint in text
-    assert ex.check(stub) is False and capsys.readouterr().out.startswith("✗")
+    verdict = ex.check(stub)
+    assert not verdict and capsys.readouterr().out.startswith("✗") and verdict.text.startswith("✗")
+    assert ex.check(solution) and capsys.readouterr().out.startswith("✓")
 
 
 def test_checker_does_not_let_a_candidate_spoil_the_inputs():

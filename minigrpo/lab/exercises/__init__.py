@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Exercise", "same", "describe", "exercises_of"]
+__all__ = ["Exercise", "Verdict", "same", "describe", "exercises_of"]
 
 
 def same(got: Any, want: Any, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
@@ -155,11 +155,25 @@ class Exercise:
         done = f"✓ {head} matches minigrpo's reference on {len(cases)} random inputs"
         return True, "\n".join([done, *self.notes])
 
-    def check(self, fn: Callable[..., Any]) -> bool:
-        """Print the verdict on ``fn``; return whether it passed. Never raises."""
+    def check(self, fn: Callable[..., Any]) -> Verdict:
+        """Print the verdict on ``fn``; return it (true when it passed). Never raises."""
         passed, text = self.run(fn)
         print(text)
-        return passed
+        return Verdict(passed, text)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``Exercise.check`` found: true when the function passed. As a cell's last value it shows nothing
+    (the verdict is printed already; a bare ``False`` under it would only confuse)."""
+    passed: bool
+    text: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _ipython_display_(self) -> None:
+        pass
 
 
 def exercises_of(module) -> list[Exercise]:
