@@ -19,6 +19,18 @@ import torch
 from torch import Tensor
 
 
+def verdict_probs(logp_all: Tensor, verdict_ids: Tensor) -> Tensor:
+    """p(v) = softmax over the verdict tokens of the judge's next-token log-probs: (N, V) → (N, n_verdicts).
+
+    Renormalised over the verdicts: the mass the judge puts on other tokens is left out, not counted as a verdict."""
+    return logp_all[:, verdict_ids.to(logp_all.device)].log_softmax(-1).exp()      # (N, n_v)
+
+
+def expected_verdict(logp_all: Tensor, verdict_ids: Tensor, values: Tensor) -> Tensor:
+    """r = Σ_v value_v·p(v), the judge's expected verdict (N,), from its next-token log-probs (N, V)."""
+    return verdict_probs(logp_all, verdict_ids) @ values.to(logp_all.dtype).to(logp_all.device)
+
+
 class LMJudge:
     """A ``protocols.RewardComponent``: r = Σ_v value_v·p(v | template(prompt, completion))."""
 
@@ -63,8 +75,7 @@ class LMJudge:
         for i in range(0, len(texts), self.batch_size):
             ids = encode_prompts(self.tokenizer, texts[i:i + self.batch_size]).to(self.policy.device)   # (N, L)
             logp_all = self.policy.decoder(ids, 1, 1).step(None)[:, 0]                                 # (N, V)
-            logp_v = logp_all[:, self.verdict_ids.to(logp_all.device)]                                  # (N, n_v)
-            out.append(logp_v.log_softmax(-1).exp().cpu())
+            out.append(verdict_probs(logp_all, self.verdict_ids).cpu())                                 # (N, n_v)
         return torch.cat(out)
 
     def scores(self, prompts: list[str], completions: list[str]) -> Tensor:
