@@ -82,6 +82,8 @@ def config_kwargs(job: dict) -> dict:
     if job["method"] in OFFLINE:
         kw["offline_prompts"] = job["steps"] * job["P"]      # offline_prompts × G = steps × P × G reward calls
     kw.update(SETTINGS_OF.get(job["method"], {}))
+    if job.get("lr") is not None:                           # --lr: one rate for every method
+        kw["lr"] = job["lr"]
     return kw
 
 
@@ -223,7 +225,8 @@ def bench(args) -> dict:
         if m not in METHODS:
             raise SystemExit(f"unknown method {m!r}; choose from {list(METHODS)}")
     common = dict(steps=args.steps, P=args.prompts_per_step, G=args.group_size, beta=args.beta,
-                  eval_every=args.eval_every, eval_size=args.eval_size, eval_samples=args.eval_samples)
+                  eval_every=args.eval_every, eval_size=args.eval_size, eval_samples=args.eval_samples,
+                  **({"lr": args.lr} if args.lr is not None else {}))   # (absent by default: older results match)
     results_path = Path(args.results)
     old = json.loads(results_path.read_text()) if results_path.exists() else None
     keep = []
@@ -499,6 +502,8 @@ def main():
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--beta", type=float, default=0.05, help="one β for every method (DPO's β, the KL coefficient)")
+    p.add_argument("--lr", type=float, default=None, help="one learning rate for every method (default: each "
+                   "method's own, 2e-4; PPO 5e-5)")
     p.add_argument("--eval-every", type=int, default=None, help="default 5; --quick: 4")
     p.add_argument("--eval-size", type=int, default=None, help="held-out prompts (default 200; --quick: 50)")
     p.add_argument("--eval-samples", type=int, default=4)
