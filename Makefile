@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lab lab-workspace bench bench-trl setup clean site
+.PHONY: demo test lab lab-workspace bench bench-trl setup clean site browser
 LAB    ?= workspace
 
 $(STAMP): pyproject.toml
@@ -25,8 +25,27 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/minigrpo demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The real-browser test (tests/test_browser.py) drives a system Chromium through Playwright (Playwright's own
+# browser download is never used). Where none is found, `make browser` installs Debian's `chromium` (and the
+# colour emoji font, for readable failure screenshots) if we are root and have apt-get; otherwise, or if the
+# install fails, it prints one line and the test skips. It never fails `make test`.
+browser:
+	@if [ -n "$$MINIGRPO_CHROMIUM" ] && [ -x "$$MINIGRPO_CHROMIUM" ] || [ -x /usr/bin/chromium ] \
+	    || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for tests/test_browser.py (apt-get) ..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 \
+	         && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } \
+	  && { apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji >/dev/null 2>&1 || true; } \
+	  || echo "could not install chromium with apt-get: tests/test_browser.py will be skipped" \
+	       "(install it with 'sudo apt-get install chromium', or set MINIGRPO_CHROMIUM=/path/to/chromium)"; \
+	else echo "no chromium found: tests/test_browser.py will be skipped" \
+	       "(install it with 'sudo apt-get install chromium', or set MINIGRPO_CHROMIUM=/path/to/chromium)"; fi
 
 # The lab opens copies: JupyterLab autosaves outputs into the notebooks it has open, and the tracked
 # ones must stay clean (tests/test_notebooks.py). `make lab` copies each notebook into $(LAB)/notebooks
