@@ -71,6 +71,7 @@ TRAIN_BAD = [
     ("beta", -0.1), ("beta", nan), ("beta", "0.1"),
     ("kl_target", 0), ("kl_target", -1.0), ("kl_target", nan),
     ("kl_horizon", 0), ("kl_horizon", nan), ("kl_horizon", inf), ("kl_horizon", True), ("kl_horizon", "1e4"),
+    ("step_kl_beta", -0.1), ("step_kl_beta", nan), ("step_kl_beta", True), ("step_kl_beta", "0.1"),
     ("kl", "loss:k9"), ("kl", 3),                            # None: the preset's own (allowed)
     ("baseline", "median"), ("baseline", 3),                 # None: the preset's own (allowed)
     ("recipe", "sft"), ("recipe", ""), ("method", "ppo_ptx"), ("method", 3),

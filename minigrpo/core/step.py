@@ -8,6 +8,7 @@ One step, in the order a learner reads it (shapes P × G × T):
 4. total reward:                 R = r − β·KL  (when the KL is in the reward) ``recipe.kl``
 5. advantages:                   A = R − baseline (P,G)                    ``recipe.baseline``
    (+ per-step advantages (P,G,T) when the reward scores steps)           ``advantages.step_advantages``
+   (+ the per-step KL penalty's, with β_step > 0)                         ``step_kl.StepKL``
 6. per-token push:               ψ = ∂L/∂logp = W·(ℓ'_pg + β·k')  (P,G,T)  ``recipe.surrogate/aggregation``
 7. parameter gradient and update: ∇θ = Σ ψ·∇θ logp, optimizer step        ``policy.accumulate_grad``
 
@@ -32,6 +33,7 @@ from minigrpo.core.protocols import Anchor, Policy, Reward, require
 from minigrpo.core.recipe import Recipe
 from minigrpo.core.scored import Scored, call_reward, check_scored
 from minigrpo.core.sampling import Rollout, sample_group
+from minigrpo.core.step_kl import StepKL, StepKLs
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Step:
     logp_old: Tensor | None = None   # (P,G,T) log π_old for the ratio; None: the rollout's own logp
     grad_norm: float | None = None   # ‖∇θ L‖ of the last update, before clipping
     scored: Scored | None = None     # the checked reward: applicability, validity, step rewards
+    kl_steps: StepKLs | None = None  # the KL per reasoning step (P,G,S), when the run measures it
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -85,6 +88,8 @@ class Step:
         extra["frac_flat_groups"] = flat_groups(self.r, valid, None if self.scored is None else self.scored.steps)
         if self.grad_norm is not None:
             extra["grad_norm"] = self.grad_norm
+        if self.kl_steps is not None:
+            extra |= self.kl_steps.metrics()          # kl/step_mean, kl/step_max, kl/step/<s>
         mean_valid = (lambda x: x.mean().item()) if valid is None else \
             (lambda x: x[valid].mean().item() if valid.any() else float("nan"))
         return {
@@ -132,17 +137,18 @@ def collect(policy: Policy, prompts: Tensor, reward_fn: Reward, G: int, *, gener
 
 def grpo_step(policy: Policy, anchor: Anchor, prompts: Tensor, reward_fn: Reward, recipe: Recipe, beta, optimizer,
               G: int, *, generator: torch.Generator | None = None, updates: int = 1, minibatches: int = 1,
-              max_grad_norm: float | None = None, **sampling_kwargs) -> Step:
+              max_grad_norm: float | None = None, step_kl: StepKL | None = None, **sampling_kwargs) -> Step:
     """Run one GRPO step and return what it computed: ``collect`` (sample, score), then ``learn``.
     What the policy, the anchor and the reward must provide is written down in ``protocols.py``."""
     rollout, scored = collect(policy, prompts, reward_fn, G, generator=generator, **sampling_kwargs)
     return learn(policy, anchor, prompts, rollout, scored, recipe, beta, optimizer, updates=updates,
-                 minibatches=minibatches, max_grad_norm=max_grad_norm, generator=generator)
+                 minibatches=minibatches, max_grad_norm=max_grad_norm, generator=generator, step_kl=step_kl)
 
 
 def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, scored: Scored, recipe: Recipe, beta,
           optimizer, *, updates: int = 1, minibatches: int = 1, max_grad_norm: float | None = None,
-          generator: torch.Generator | None = None, logp_behaviour: Tensor | None = None) -> Step:
+          generator: torch.Generator | None = None, logp_behaviour: Tensor | None = None,
+          step_kl: StepKL | None = None) -> Step:
     """Steps 3–7 on a scored rollout: anchor log-probs, total reward, advantages, and ``updates`` epochs
     of ``minibatches`` optimizer steps each over the rollout's prompts (PPO's several minibatch
     epochs; 1 × 1 is one full-batch step). ψ is recomputed for every minibatch, whose aggregation
@@ -152,7 +158,11 @@ def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, sco
     ``logp_behaviour`` (P,G,T): the rollout was logged by another policy μ (offline GRPO,
     ``offline.py``): the ratio is taken to μ, and the KL in the reward is measured with the current
     policy. A non-finite ψ (from the advantages or the log-probs), or a non-finite gradient norm, raises
-    ``FloatingPointError`` before the optimizer touches the weights."""
+    ``FloatingPointError`` before the optimizer touches the weights.
+
+    ``step_kl``: the KL per reasoning step is measured (``Step.kl_steps``, logged as ``kl/step_*``) and,
+    with β_step > 0, penalised step by step on top of the recipe's advantages (``step_kl.py``); with
+    β_step = 0 the step is the same, bit for bit, as without it."""
     P, G, T = rollout.shape
     r = scored.r
     with torch.no_grad():
@@ -179,6 +189,9 @@ def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, sco
     if scored.steps is not None:                 # process rewards: per-token advantages on top
         st = scored.steps
         A = (A if A.dim() == 3 else A[..., None]) + step_advantages(st.values, st.ends, st.present, T)   # (P,G,T)
+    kl_steps = None if step_kl is None else step_kl.measure(lp_old, logp_anchor, rollout.completions, rollout.mask)
+    if kl_steps is not None and step_kl.beta > 0:  # the per-step KL as a process reward: per-token advantages
+        A = per_token(A) + step_kl.advantages(kl_steps, T)                                     # (P,G,T)
     W = recipe.aggregation(rollout.mask)                                                       # (P,G,T)
     split = minibatches > 1
     logp_last = psi_last = None
@@ -214,7 +227,8 @@ def learn(policy: Policy, anchor: Anchor, prompts: Tensor, rollout: Rollout, sco
             else:
                 logp_last, psi_last = lp, psi
     ratio_ref = None if logp_old is None and logp_behaviour is None else lp_ref
-    return Step(rollout, r, R, A, logp_anchor, logp_last, psi_last, W, recipe, beta, ratio_ref, grad_norm, scored)
+    return Step(rollout, r, R, A, logp_anchor, logp_last, psi_last, W, recipe, beta, ratio_ref, grad_norm, scored,
+                kl_steps)
 
 
 def minibatch_indices(P: int, n: int, generator: torch.Generator | None = None, device=None) -> list[Tensor | None]:

@@ -145,3 +145,22 @@ def decode_prompts(tokenizer, prompts: Tensor) -> list[str]:
     """Left-padded prompt ids (P, L) → texts (``decode_prompts(…)[p] + decode_completions(…, prompts)[p][g]``
     is the decoded whole row)."""
     return decode_rows(tokenizer, real_prompt_ids(tokenizer, prompts))
+
+
+def step_ids(tokenizer, completions: Tensor, mask: Tensor, separators: str = ",") -> Tensor:
+    """The reasoning step of each completion token, (P, G, T) long; −1 off the mask (padding).
+
+    The same cut as the step reward's (``rewards.compose.Completions.steps``, which ``checks.step_checks``
+    uses with ``separators=","`` on the chain task): a step ends at the token that holds its separator,
+    the last one at the EOS. So token t is in step s = the number of separators in the tokens before it,
+    and ``"12,9,17⏎"`` → ``[0, 0, 0, 1, 1, 2, 2, 2]``. A token holding several separators (a BPE merge)
+    closes several steps at once; the steps it skips have no token."""
+    P, G, T = completions.shape
+    eos = tokenizer.eos_token_id
+    ids = completions.unique().tolist()
+    count = {i: 0 if i == eos else sum(tokenizer.decode([i]).count(c) for c in separators) for i in ids}
+    table = torch.zeros(max(ids) + 1, dtype=torch.long)
+    table[torch.tensor(list(count))] = torch.tensor(list(count.values()), dtype=torch.long)
+    seps = table[completions.cpu()].to(completions.device) * mask                # (P, G, T) separators per token
+    before = seps.cumsum(-1) - seps                                              # exclusive: separators before t
+    return torch.where(mask.bool(), before, -1)

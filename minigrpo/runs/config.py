@@ -95,6 +95,10 @@ class TrainConfig:
     # Adapt β toward this KL per completion (Ziegler et al. 2019); None: a fixed β.
     kl_target: float | None = setting(None, optional(number(gt=0)))
     kl_horizon: float = setting(10_000.0, number(gt=0))   # the adaptive β's horizon in samples: smaller reacts faster
+    # β_step of the per-step KL (core/step_kl.py): on a multi-step task (chain) each reasoning step s earns
+    # −β_step·KL_s as a step reward, baselined per step across the group; 0: the per-step KL is only measured
+    # (kl/step_* metrics).
+    step_kl_beta: float = setting(0.0, number(ge=0))
     # What trains the policy: grpo (online, any recipe), ppo (recipe ppo: a critic and GAE), dpo or ipo (preference
     # pairs: prefs, labels, or pairs built from anchor samples), offline_grpo (logged scored completions); None: ppo
     # when recipe is ppo, else grpo (runs/methods.py).
@@ -215,6 +219,12 @@ class TrainConfig:
             _fail("kl_target", self.kl_target, "needs beta > 0 (an adaptive β starts from beta)")
         if "steps" in self.reward_weights and not isinstance(self.task_obj, TaskWithSteps):
             _fail("reward_weights", self.reward_weights, f"'steps' needs a multi-step task; {self.task!r} has none")
+        if self.step_kl_beta > 0 and not self.has_steps:
+            _fail("step_kl_beta", self.step_kl_beta, "> 0 needs completions with reasoning steps: a multi-step task "
+                  f"such as 'chain' ({'your data has' if self.data is not None else repr(self.task) + ' has'} none)")
+        if self.step_kl_beta > 0 and self.method not in ("grpo", "ppo"):
+            _fail("step_kl_beta", self.step_kl_beta, f"> 0 needs an online method, grpo or ppo (method is "
+                                                     f"{self.method!r})")
 
     def _fill_method(self) -> None:
         """method and recipe from each other (ppo is recipe 'ppo', and only it), and the settings that
@@ -310,6 +320,11 @@ class TrainConfig:
         if self.data is None:
             return self.task_obj.max_answer_len + 1
         return 2 * longest_answer + 1 if longest_answer else 64
+
+    @property
+    def has_steps(self) -> bool:
+        """Whether completions have reasoning steps: a built-in multi-step task (``TaskWithSteps``), not data."""
+        return self.data is None and isinstance(self.task_obj, TaskWithSteps)
 
     @property
     def name(self) -> str:

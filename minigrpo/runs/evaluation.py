@@ -12,6 +12,9 @@ Every ``eval_every`` steps the policy answers the held-out prompts twice:
 ``eval/kl``                 with the anchor given: KL(π ‖ π_anchor) per completion, estimated on the
                             sampled answers (Σ_t log π − log π_anchor; at temperature 1 only, where
                             the samples come from π itself)
+``eval/embedding_drift``    with the anchor given: mean over prompts of 1 − cos between the mean anchor
+                            hidden state of the policy's sampled answers and of the anchor's own, drawn
+                            with the same random numbers (``lm/embedding.py``) — a distance, not a KL
 ``test_accuracy``           over the rows with an ``answer``: the greedy answer equals it
                             (whitespace around either ignored) — the built-in tasks' measure
 ==========================  ==================================================================
@@ -27,6 +30,7 @@ import torch
 from minigrpo.core.sampling import sample_group
 from minigrpo.core.scored import call_reward, check_scored
 from minigrpo.lm.data import Row, answer_text, prompt_text
+from minigrpo.lm.embedding import completion_embeddings, embedding_drift
 from minigrpo.lm.tokens import decode_completions, encode_prompts
 
 
@@ -60,6 +64,27 @@ def _scored(reward, prompts, rollout):
     return check_scored(call_reward(reward, prompts, rollout), tuple(rollout.shape[:2]), reward, rollout.shape[2])
 
 
+def _drift(anchor, prompts, ro, draws, device, **sampling) -> torch.Tensor:
+    """Embedding drift per prompt (P,): the anchor samples as many completions as the policy did, from the
+    same random numbers ``draws``, and encodes both sets (``lm/embedding.py``). Costs one anchor rollout and
+    one anchor forward over both sets."""
+    P, k, T = ro.shape
+    gen = torch.Generator(device=device)
+    gen.set_state(draws)
+    ra = sample_group(anchor, prompts, k, generator=gen, **sampling)                       # (P, k, T')
+    T_all = max(T, ra.shape[2])
+    pad = sampling["pad_id"]
+    both = torch.cat([_pad_to(ro.completions, T_all, pad), _pad_to(ra.completions, T_all, pad)], 1)   # (P, 2k, T)
+    mask = torch.cat([_pad_to(ro.mask, T_all, False), _pad_to(ra.mask, T_all, False)], 1)
+    e = completion_embeddings(anchor, prompts, both, mask)                                # (P, 2k, d)
+    return embedding_drift(e[:, :k], e[:, k:])
+
+
+def _pad_to(x: torch.Tensor, T: int, value) -> torch.Tensor:
+    """(P, G, t) → (P, G, T), filled with ``value`` after column t."""
+    return torch.nn.functional.pad(x, (0, T - x.shape[-1]), value=value)
+
+
 @torch.no_grad()
 def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *, samples: int = 4,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
@@ -69,7 +94,7 @@ def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *,
         return {}
     device, eos, pad = policy.device, tokenizer.eos_token_id, tokenizer.pad_token_id
     greedy, sampled = _Tally(), _Tally()
-    kl_sum, kl_n = 0.0, 0
+    kl_sum, kl_n, drift_sum = 0.0, 0, 0.0
     right, answered = 0, 0
     gen = torch.Generator(device=device).manual_seed(seed)
     for i in range(0, len(rows), batch_size):
@@ -85,12 +110,16 @@ def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *,
             right += sum(a is not None and t[0].strip() == a for t, a in zip(texts, answers))
             answered += sum(a is not None for a in answers)
         if samples:
+            draws = gen.get_state()        # the anchor samples below with the same random numbers
             ro = sample_group(policy, prompts, samples, max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad,
                               temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
             sampled.add(_scored(bound, prompts, ro))
             if anchor is not None and ro.logp_is_policy:
                 k1 = (ro.logp - anchor.log_probs(prompts, ro.completions)).masked_fill(~ro.mask, 0.0).sum(-1)   # (P,k)
                 kl_sum, kl_n = kl_sum + k1.sum().item(), kl_n + k1.numel()
+            if anchor is not None:
+                drift_sum += _drift(anchor, prompts, ro, draws, device, max_new_tokens=max_new_tokens, eos_id=eos,
+                                    pad_id=pad, temperature=temperature, top_k=top_k, top_p=top_p).sum().item()
     out = greedy.means("eval/greedy")
     if samples:
         out |= sampled.means("eval/sampled")
@@ -98,6 +127,8 @@ def evaluate(policy, tokenizer, rows: list[Row], reward, max_new_tokens: int, *,
                 for k in sampled.sums if sampled.binary[k] and sampled.counts[k]}
     if kl_n:
         out["eval/kl"] = kl_sum / kl_n
+    if samples and anchor is not None:
+        out["eval/embedding_drift"] = drift_sum / len(rows)
     if answered:                                  # over the rows that have an answer
         out["test_accuracy"] = right / answered
     return out

@@ -14,6 +14,11 @@
     answer exact) and with a stepwise one (each running total checked, ``checks.step_checks``, credit
     per token with a per-step group baseline). Reports held-out accuracy over training and the GRPO
     steps each needs to reach a target accuracy.
+
+``step_kl_runs``
+    The chain task trained at several placements of the KL (``beta`` on the whole completion,
+    ``step_kl_beta`` per reasoning step, ``core/step_kl.py``): per run the KL of each step (which steps
+    drift most), the sampled KL, and the embedding drift measured at each evaluation beside it.
 """
 from __future__ import annotations
 
@@ -130,6 +135,46 @@ def stepwise_vs_outcome(*, steps: int = 150, target: float = 0.8, seeds=(0,), ev
                          "wall_seconds": time.perf_counter() - t0, "run_dir": str(res.run_dir)})
         results[label] = runs
     return {"target": target, "steps": steps, "seeds": list(seeds), "runs": results}
+
+
+def kl_profile(records: list[dict], last: float = 0.25) -> list[float]:
+    """The per-step KL profile of a run: the mean of ``kl/step/<s>`` over the last ``last`` fraction of its
+    training steps, one number per step s (steps that no completion of those records had are left out)."""
+    recs = [r for r in records if "kl/step_mean" in r]
+    recs = recs[-max(1, round(len(recs) * last)):]
+    out = []
+    while any(f"kl/step/{len(out)}" in r for r in recs):
+        vals = [r[f"kl/step/{len(out)}"] for r in recs if f"kl/step/{len(out)}" in r]
+        out.append(sum(vals) / len(vals))
+    return out
+
+
+def step_kl_runs(settings: dict[str, dict] | None = None, *, steps: int = 150, eval_every: int = 10,
+                 eval_size: int = 200, prompts_per_step: int = 16, group_size: int = 8, lr: float = 2e-4, seed: int = 0,
+                 reward_weights: dict | None = None, out: str | Path = "runs/step_kl", progress: bool = False) -> dict:
+    """Train the chain task from its anchor at each setting {label: {"beta": …, "step_kl_beta": …}} and return
+    {label: {"records", "profile" (``kl_profile``), "kl" (the sampled KL per completion over the last quarter
+    of steps), "accuracy" (anchor, final), "evals" [(step, eval/kl, eval/embedding_drift)], "run_dir"}}."""
+    from minigrpo.runs.config import TrainConfig
+    from minigrpo.runs.lm_run import train_lm
+
+    settings = settings or {"β=0.02 (sequence)": {"beta": 0.02, "step_kl_beta": 0.0},
+                            "β=1 (sequence)": {"beta": 1.0, "step_kl_beta": 0.0},
+                            "β_step=1 (per step)": {"beta": 0.0, "step_kl_beta": 1.0}}
+    results = {}
+    for label, s in settings.items():
+        cfg = TrainConfig(task="chain", steps=steps, prompts_per_step=prompts_per_step, group_size=group_size, lr=lr,
+                          seed=seed, eval_every=eval_every, eval_size=eval_size, save_every=0,
+                          reward_weights=reward_weights, out=str(out), **s)
+        res = train_lm(cfg, progress=progress)
+        recs = [r for r in res.metrics if "kl/step_mean" in r]
+        tail = recs[-max(1, len(recs) // 4):]
+        results[label] = {"records": res.metrics, "setting": s, "run_dir": str(res.run_dir),
+                          "profile": kl_profile(res.metrics), "kl": sum(r["kl"] for r in tail) / len(tail),
+                          "accuracy": (res.anchor_accuracy, res.final_accuracy),
+                          "evals": [(r["step"], r["eval/kl"], r["eval/embedding_drift"]) for r in res.metrics
+                                    if "eval/embedding_drift" in r and "eval/kl" in r]}
+    return results
 
 
 def save_json(obj: dict, path: str | Path) -> Path:

@@ -4,6 +4,8 @@
 method           one step                                                        data
 ===============  ==============================================================  ========================
 ``grpo``         sample G completions per prompt, score, ``core.step.grpo_step``  prompts (task or data)
+                 (on a multi-step task its KL per step is measured, and with
+                 ``step_kl_beta`` > 0 penalised: ``core.step_kl.StepKL``)
 ``ppo``          the same step with the recipe's critic bound to a value model   prompts
                  (``lm.critic.ValueModel``): GAE, minibatch epochs, value loss
 ``offline_grpo`` ``core.offline.offline_step`` on logged groups (plus fresh      scored completions:
@@ -31,8 +33,9 @@ from minigrpo.core.offline import LoggedBatch, hybrid_step, offline_step
 from minigrpo.core.preference import DPO, IPO, preference_step
 from minigrpo.core.recipe import replace
 from minigrpo.core.step import collect, grpo_step
+from minigrpo.core.step_kl import StepKL
 from minigrpo.lm.data import prompt_text
-from minigrpo.lm.tokens import decode_completions, encode_prompts
+from minigrpo.lm.tokens import decode_completions, encode_prompts, step_ids
 from minigrpo.runs.config import TrainConfig
 
 
@@ -93,6 +96,10 @@ class OnlineSteps:
 
     def __init__(self, parts: RunParts):
         self.parts, self.critic = parts, None
+        self.step_kl = None
+        if parts.cfg.has_steps:      # the chain task: its steps cut as the step reward cuts them (checks.step_checks)
+            tok = parts.tokenizer
+            self.step_kl = StepKL(parts.cfg.step_kl_beta, lambda y, mask: step_ids(tok, y, mask, ","))
         if isinstance(parts.recipe.baseline, GAE):                         # ppo: bind the critic
             from minigrpo.lm.critic import ValueModel
 
@@ -110,7 +117,8 @@ class OnlineSteps:
         prompts = p.encode(rows)                                                           # (P, L)
         step = grpo_step(p.policy, p.anchor, prompts, p.reward.bind(rows, p.source.name), p.recipe, beta,
                          p.optimizer, c.group_size, generator=p.sample_gen, updates=c.updates,
-                         minibatches=c.minibatches, max_grad_norm=c.max_grad_norm, **p.sampling())
+                         minibatches=c.minibatches, max_grad_norm=c.max_grad_norm, step_kl=self.step_kl,
+                         **p.sampling())
         extra = {} if self.critic is None else {"value_loss": self.critic.last_loss}
         return StepOut({**step.metrics(), **extra}, step, prompts, rows)
 
