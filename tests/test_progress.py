@@ -54,3 +54,20 @@ def test_a_step_zero_evaluation_is_not_counted_as_a_step():
 def test_bad_total_is_refused():
     with pytest.raises(ValueError, match="total=0"):
         CellProgress(0, "x", show=print)
+
+
+def test_one_line_per_run_of_an_experiment(monkeypatch):
+    import minigrpo.lab.progress as progress
+    made = []
+
+    class Recorder(CellProgress):
+        def __init__(self, total, label, **kw):
+            super().__init__(total, label, show=lambda text: None, **kw)
+            made.append(self)
+    monkeypatch.setattr(progress, "CellProgress", Recorder)
+    on_step = progress.progress_per_run(3, "hacking: ")
+    for label in ("β = 0.01", "β = 1"):
+        for step in range(4):
+            on_step(label, {"step": step, "reward": 0.5})
+    assert [m.label for m in made] == ["hacking: β = 0.01", "hacking: β = 1"]
+    assert all(m.step == 3 and m.text.startswith(f"{m.label} · step 3/3 · done") for m in made)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from IPython.display import display
 
-__all__ = ["CellProgress"]
+__all__ = ["CellProgress", "progress_per_run"]
 
 KEYS = ("reward", "kl", "loss", "test_accuracy")       # shown when a record has them
 SHORT = {"test_accuracy": "acc"}
@@ -73,3 +73,15 @@ class CellProgress:
             parts.append("starting")
         parts += [f"{SHORT.get(k, k)} {self.values[k]:.3g}" for k in self.keys if k in self.values]
         return " · ".join(parts)
+
+
+def progress_per_run(total: int, prefix: str = "") -> Callable[[str, dict], None]:
+    """A listener for experiments that train several runs (``runs.experiments``: ``on_step(label, record)``): one
+    ``CellProgress`` line per run, made when its first record arrives."""
+    lines: dict[str, CellProgress] = {}
+
+    def on_step(label: str, record: dict) -> None:
+        if label not in lines:
+            lines[label] = CellProgress(total, f"{prefix}{label}")
+        lines[label](record)
+    return on_step

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -76,10 +77,12 @@ def build_proxy_reward_model(out: str | Path, *, n_prompts: int = 300, n_policy_
 
 def reward_hacking(settings: dict[str, dict] | None = None, *, steps: int = 120, prompts_per_step: int = 16,
                    group_size: int = 8, lr: float = 2e-4, seed: int = 0, eval_every: int = 1000,
-                   proxy: str | Path = PROXY_DIR, out: str | Path = "runs/hacking", progress: bool = False) -> dict:
+                   proxy: str | Path = PROXY_DIR, out: str | Path = "runs/hacking", progress: bool = False,
+                   on_step: Callable[[str, dict], None] | None = None) -> dict:
     """Optimise the proxy reward model at each setting {label: {"beta": …, "kl_target": …}} and return
     {label: {"records": metrics, "proxy": (first, last), "true": (first, last), "kl": last}} with
-    first/last the means over the first and last 10% of steps."""
+    first/last the means over the first and last 10% of steps. ``on_step(label, record)`` hears every
+    step of every run (a notebook's ``lab.progress.progress_per_run``)."""
     from minigrpo.rewards.checks import exact_answer
     from minigrpo.rewards.reward_model import RewardModelReward
     from minigrpo.lm.tasks import AdditionTask
@@ -94,7 +97,7 @@ def reward_hacking(settings: dict[str, dict] | None = None, *, steps: int = 120,
                           lr=lr, seed=seed, eval_every=eval_every, eval_size=100, save_every=0,
                           out=str(out), **s)
         rewards = {"proxy": (rm_reward, 1.0), "correct": (exact_answer(AdditionTask()), 0.0)}
-        res = train_lm(cfg, rewards=rewards, progress=progress)
+        res = train_lm(cfg, rewards=rewards, progress=progress, on_step=listener(on_step, label))
         recs = [r for r in res.metrics if "reward/proxy" in r]
         k = max(1, len(recs) // 10)
         mean = lambda key, rs: sum(r[key] for r in rs) / len(rs)
@@ -105,6 +108,11 @@ def reward_hacking(settings: dict[str, dict] | None = None, *, steps: int = 120,
     return results
 
 
+def listener(on_step: Callable[[str, dict], None] | None, label: str) -> Callable[[dict], None] | None:
+    """``train_lm``'s one-argument ``on_step`` for one run of an experiment: ``on_step(label, record)``."""
+    return None if on_step is None else (lambda record: on_step(label, record))
+
+
 def steps_to_target(records: list[dict], target: float) -> int | None:
     """The first step whose held-out accuracy reaches ``target`` (None if none does)."""
     return next((r["step"] for r in records if r.get("test_accuracy", -1) >= target), None)
@@ -112,10 +120,11 @@ def steps_to_target(records: list[dict], target: float) -> int | None:
 
 def stepwise_vs_outcome(*, steps: int = 150, target: float = 0.8, seeds=(0,), eval_every: int = 10,
                         eval_size: int = 200, prompts_per_step: int = 16, group_size: int = 8, lr: float = 2e-4,
-                        beta: float = 0.02, out: str | Path = "runs/stepwise", progress: bool = False) -> dict:
+                        beta: float = 0.02, out: str | Path = "runs/stepwise", progress: bool = False,
+                        on_step: Callable[[str, dict], None] | None = None) -> dict:
     """Train the chain task from its anchor with the outcome reward {"correct": 1} and the stepwise
     reward {"steps": 1}; return per reward: accuracy curves, final accuracy and steps to ``target``
-    (per seed), and the wall time."""
+    (per seed), and the wall time. ``on_step(label, record)`` hears every step, labelled "outcome, seed 0"."""
     from minigrpo.runs.config import TrainConfig
     from minigrpo.runs.lm_run import train_lm
 
@@ -128,7 +137,7 @@ def stepwise_vs_outcome(*, steps: int = 150, target: float = 0.8, seeds=(0,), ev
                               lr=lr, beta=beta, seed=seed, eval_every=eval_every, eval_size=eval_size, save_every=0,
                               reward_weights=weights, out=str(out))
             t0 = time.perf_counter()
-            res = train_lm(cfg, progress=progress)
+            res = train_lm(cfg, progress=progress, on_step=listener(on_step, f"{label}, seed {seed}"))
             curve = [(r["step"], r["test_accuracy"]) for r in res.metrics if "test_accuracy" in r]
             runs.append({"seed": seed, "curve": curve, "final_accuracy": res.final_accuracy,
                          "anchor_accuracy": res.anchor_accuracy, "steps_to_target": steps_to_target(res.metrics, target),
@@ -151,10 +160,12 @@ def kl_profile(records: list[dict], last: float = 0.25) -> list[float]:
 
 def step_kl_runs(settings: dict[str, dict] | None = None, *, steps: int = 150, eval_every: int = 10,
                  eval_size: int = 200, prompts_per_step: int = 16, group_size: int = 8, lr: float = 2e-4, seed: int = 0,
-                 reward_weights: dict | None = None, out: str | Path = "runs/step_kl", progress: bool = False) -> dict:
+                 reward_weights: dict | None = None, out: str | Path = "runs/step_kl", progress: bool = False,
+                 on_step: Callable[[str, dict], None] | None = None) -> dict:
     """Train the chain task from its anchor at each setting {label: {"beta": …, "step_kl_beta": …}} and return
     {label: {"records", "profile" (``kl_profile``), "kl" (the sampled KL per completion over the last quarter
-    of steps), "accuracy" (anchor, final), "evals" [(step, eval/kl, eval/embedding_drift)], "run_dir"}}."""
+    of steps), "accuracy" (anchor, final), "evals" [(step, eval/kl, eval/embedding_drift)], "run_dir"}}.
+    ``on_step(label, record)`` hears every step of every run."""
     from minigrpo.runs.config import TrainConfig
     from minigrpo.runs.lm_run import train_lm
 
@@ -166,7 +177,7 @@ def step_kl_runs(settings: dict[str, dict] | None = None, *, steps: int = 150, e
         cfg = TrainConfig(task="chain", steps=steps, prompts_per_step=prompts_per_step, group_size=group_size, lr=lr,
                           seed=seed, eval_every=eval_every, eval_size=eval_size, save_every=0,
                           reward_weights=reward_weights, out=str(out), **s)
-        res = train_lm(cfg, progress=progress)
+        res = train_lm(cfg, progress=progress, on_step=listener(on_step, label))
         recs = [r for r in res.metrics if "kl/step_mean" in r]
         tail = recs[-max(1, len(recs) // 4):]
         results[label] = {"records": res.metrics, "setting": s, "run_dir": str(res.run_dir),
