@@ -10,7 +10,8 @@ minigrpo                               TRL ``GRPOConfig``
 P prompts × G completions              ``per_device_train_batch_size = P·G``, ``num_generations = G``
 T new tokens, all generated            ``max_completion_length = T``, ``min_new_tokens = T`` (no EOS)
 group mean/std advantages              ``scale_rewards = "group"``
-k3 KL in the loss, β                   ``beta = β`` (TRL's KL is k3 in the loss)
+k3 KL in the loss, β                   ``beta = β``, ``use_bias_correction_kl = False`` (DeepSeekMath's k3;
+                                       TRL's default multiplies it by the importance ratio)
 PPO clip 0.2, per-sequence token mean  ``epsilon = 0.2``, ``loss_type = "grpo"``
 one update per batch                   ``num_iterations = 1``, ``steps_per_generation = 1``
 AdamW, constant lr, clip ‖∇‖ at 1      ``lr_scheduler_type = "constant"``, ``max_grad_norm = 1``
@@ -71,7 +72,7 @@ def run_trl(cfg, work) -> dict:
         args = GRPOConfig(
             output_dir=out, per_device_train_batch_size=P * G, num_generations=G, max_completion_length=T,
             steps_per_generation=1, num_iterations=1, gradient_accumulation_steps=1,
-            beta=cfg.beta, epsilon=0.2, loss_type="grpo", scale_rewards="group",
+            beta=cfg.beta, epsilon=0.2, loss_type="grpo", scale_rewards="group", use_bias_correction_kl=False,
             learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
             max_steps=n_steps, temperature=1.0, top_p=1.0, generation_kwargs=generation,
             bf16=cfg.precision == "bf16", use_cpu=cfg.device == "cpu", seed=cfg.seed, data_seed=cfg.seed,

@@ -121,7 +121,7 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=None, help="pad the vocabulary, e.g. 50257 (GPT-2)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--checkpointing-too", action="store_true",
-                    help="also run the gpt2 workloads with gradient checkpointing in both (TRL's default)")
+                    help="also run every workload with gradient checkpointing in both (TRL's default)")
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--learning-steps", type=int, default=50)
     ap.add_argument("--out", default="runs/trl-compare.json")
@@ -140,7 +140,7 @@ def main() -> int:
     if args.only in (None, "speed"):
         jobs = [(size, precision, False) for size in args.sizes.split(",") for precision in args.precisions.split(",")]
         if args.checkpointing_too:
-            jobs += [(size, precision, True) for size, precision, _ in jobs if size == "gpt2"]
+            jobs += [(size, precision, True) for size, precision, _ in jobs]
         for size, precision, checkpointing in jobs:
             cfg = BenchConfig(size=size, precision=precision, rounds=args.rounds, threads=args.threads,
                               prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
@@ -149,7 +149,11 @@ def main() -> int:
                               warmup=args.warmup if args.warmup is not None else (2 if size == "tiny" else 1),
                               gradient_checkpointing=checkpointing)
             say(f"speed: {size} {precision}" + (" with gradient checkpointing" if checkpointing else ""))
-            r = compare(cfg, peers={"trl": PEER_WORKER}, progress=say)
+            try:
+                r = compare(cfg, peers={"trl": PEER_WORKER}, progress=say)
+            except ValueError as e:         # e.g. bf16 on a CPU that would emulate it: one line, as the CLI says it
+                print(f"trl_compare: error: {e}", file=sys.stderr)
+                return 2
             r["verdict"] = verdict(r)
             report["speed"].append(r)
         print(f"\n### Speed: minigrpo vs TRL {report['trl']} GRPOTrainer ({report['device']}, torch {report['torch']})\n")
@@ -158,7 +162,7 @@ def main() -> int:
         for r in report["speed"]:
             c = r["config"]
             print(f"- {c['size']} {c['precision']}{' checkpointing' if c['gradient_checkpointing'] else ''}: {r['gflop_per_step']:.1f} GFLOP a step, matmul rate "
-                  f"{r['matmul_gflops']:.0f} GFLOP/s, {r['threads']} threads, per-run medians minigrpo "
+                  f"{r['matmul_gflops']:.0f} GFLOP/s ({r['bf16_units']}), {r['threads']} threads, per-run medians minigrpo "
                   f"{[round(x, 3) for x in r['s_per_step_runs']]} TRL {[round(x, 3) for x in r['trl']['s_per_step_runs']]}"
                   f" — {r['verdict']}")
     if args.only in (None, "learning"):

@@ -220,7 +220,8 @@ def test_bench_cli_prints_one_json_object(capsys):
                "0", "--rounds", "1", "--threads", "1", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("s_per_step", "tokens_per_s", "peak_rss_mib", "matmul_gflops", "matmul_fraction", "device"):
+    for key in ("s_per_step", "tokens_per_s", "peak_rss_mib", "matmul_gflops", "matmul_fraction", "device",
+                "bf16_units", "train_pass_fraction"):
         assert key in out and out[key]
     assert out["config"]["size"] == "tiny" and out["peer"] is None
     assert "| tiny | fp32 | 2×2×4 | minigrpo |" in table([out])

@@ -156,6 +156,8 @@ def cmd_train(flags: dict, settings: dict) -> int:
     else:
         cfg = train_config(settings, flags["config"], flags["digits"])
         result = train_lm(cfg, progress=not flags["json"])
+    if not result.main:                # one of several processes (accelerate launch): the main one reports
+        return 0
     nan_to_none = lambda x: None if x != x else x
     summary = {"run_dir": str(result.run_dir), "anchor_accuracy": nan_to_none(result.anchor_accuracy),
                "final_accuracy": nan_to_none(result.final_accuracy), "anchor_reward": nan_to_none(result.anchor_reward),
@@ -225,7 +227,7 @@ def cmd_bench(flags: dict, settings: dict) -> int:
     print(table([result]))
     print(f"device: {result['device']}, torch {result['torch']}, {result['threads']} threads; "
           f"{result['gflop_per_step']:.1f} GFLOP a step; matmul rate {result['matmul_gflops']:.0f} GFLOP/s "
-          f"({cfg.precision})")
+          f"({cfg.precision}); bf16 units: {result['bf16_units']}")
     return 0
 
 

@@ -43,16 +43,21 @@ class Rollout:
         return tuple(self.completions.shape)
 
 
-def sample_categorical(logp_all: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def sample_categorical(logp_all: Tensor, generator: torch.Generator | None = None, u: Tensor | None = None) -> Tensor:
     """Draw one index per row of log-probabilities (N, V) by inverting the CDF: y = #{k : F(k) ≤ u}.
 
     With u ~ U[0, 1), P(y = k) = P(F(k−1) ≤ u < F(k)) = p_k, and a token of probability 0 is never
     drawn (not even at u = 0). Equivalent to ``torch.multinomial(p, 1)`` in distribution and ~3×
     cheaper for small V. The clamp sends a u above a rounded-down F(V−1) (≈ 1 − 1e-7) to the last index.
+    ``u`` (N, 1): the uniform numbers to draw with, given (see ``sample_group``'s ``noise``); None:
+    drawn here from ``generator``.
     """
     N, V = logp_all.shape
     cdf = logp_all.exp().cumsum(-1)                                                    # (N, V)
-    u = torch.rand(N, 1, generator=generator, dtype=cdf.dtype, device=cdf.device)
+    if u is None:
+        u = torch.rand(N, 1, generator=generator, dtype=cdf.dtype, device=cdf.device)
+    else:
+        u = u.to(cdf.dtype)
     return torch.searchsorted(cdf, u, right=True).clamp_max_(V - 1)[:, 0]              # (N,)
 
 
@@ -114,7 +119,7 @@ class PrefixDecoding:
 @torch.no_grad()
 def sample_group(policy: Sampler, prompts: Tensor, G: int, *, max_new_tokens: int = 1, eos_id: int | None = None,
                  pad_id: int = 0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None) -> Rollout:
+                 generator: torch.Generator | None = None, noise: Tensor | None = None) -> Rollout:
     """Sample G completions per prompt, token by token, from the policy's next-token distribution.
 
     The policy is a ``protocols.Sampler``: it supplies a decoder, ``policy.decoder(prompts, G,
@@ -127,6 +132,13 @@ def sample_group(policy: Sampler, prompts: Tensor, G: int, *, max_new_tokens: in
     ``logp`` is recorded under the distribution actually sampled, which is what importance ratios
     need. After a completion emits ``eos_id`` its later positions hold ``pad_id`` with mask False
     and logp 0 (the EOS itself is a trained token, mask True).
+
+    ``noise`` (P, G, T): the uniform numbers u ~ U[0, 1) to draw with, token t of completion (p, g)
+    by inverting its CDF at ``noise[p, g, t]`` (``sample_categorical``); None: drawn from ``generator``
+    as the loop goes, so a prompt's draws depend on the others in the batch. Given per prompt (a
+    language-model run draws prompt p's from a generator seeded by the run's seed, the step and p),
+    a prompt gets the same completions whichever batch it is sampled in — the same on one process
+    as on several that share the step's prompts (``runs/parallel.py``).
 
     ``policy.sampling_context()`` is held open around the whole loop (a language model in bf16 opens
     one autocast region there, so its weights are cast once per rollout instead of once per token).
@@ -143,6 +155,9 @@ def sample_group(policy: Sampler, prompts: Tensor, G: int, *, max_new_tokens: in
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample_group: top_p={top_p!r} must be in (0, 1], or None for no top-p")
     T = max_new_tokens
+    if noise is not None and tuple(noise.shape) != (prompts.shape[0], G, T):
+        raise ValueError(f"sample_group: noise has shape {tuple(noise.shape)}; it must be (P, G, max_new_tokens) = "
+                         f"{(prompts.shape[0], G, T)}")
     try:
         context, make_decoder = policy.sampling_context, policy.decoder
     except AttributeError:               # not a Sampler: say what is missing (a correct policy pays nothing)
@@ -150,7 +165,7 @@ def sample_group(policy: Sampler, prompts: Tensor, G: int, *, max_new_tokens: in
         raise
     with context():                      # e.g. one autocast region for the whole loop
         decoder = make_decoder(prompts, G, T)
-        tokens, logps = _decode(decoder, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator)
+        tokens, logps = _decode(decoder, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator, noise)
     if len(tokens) == 1:                                                # a one-token completion (bandit)
         completions, logp = tokens[0][..., None], logps[0][..., None]   # (P, G, 1)
     else:
@@ -170,10 +185,11 @@ def sample_group(policy: Sampler, prompts: Tensor, G: int, *, max_new_tokens: in
     return Rollout(prompts, completions, logp, mask, logp_is_policy=plain)
 
 
-def _decode(decoder: Decoder, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator):
+def _decode(decoder: Decoder, prompts, G, T, eos_id, pad_id, temperature, top_k, top_p, generator, noise=None):
     """The token loop of ``sample_group``: lists of the T' ≤ T drawn tokens (P, G) and their log-probs."""
     P = prompts.shape[0]
     tokens, logps = [], []
+    noise_t = None if noise is None else noise.movedim(-1, 0).contiguous()             # (T, P, G)
     ended = None
     y = None
     for t in range(T):
@@ -183,7 +199,8 @@ def _decode(decoder: Decoder, prompts, G, T, eos_id, pad_id, temperature, top_k,
         if top_p is not None and top_p < 1:
             logp_all = top_p_filter(logp_all, top_p)
         V = logp_all.shape[-1]
-        y = sample_categorical(logp_all.reshape(P * G, V), generator).view(P, G)      # (P, G)
+        u = None if noise is None else noise_t[t].reshape(P * G, 1)                     # (P·G, 1)
+        y = sample_categorical(logp_all.reshape(P * G, V), generator, u).view(P, G)   # (P, G)
         tokens.append(y)
         logps.append(logp_all.gather(-1, y[..., None])[..., 0])
         if eos_id is not None and t + 1 < T:

@@ -30,6 +30,8 @@ class KVCacheDecoder:
         self.mask = None
         self.pos = None        # (P·G, 1) position id of the next token (skips left padding)
         self.col = prompts.shape[1]   # cache column of the next token
+        L = prompts.shape[1]          # every cache column a token is written to, made on the device once:
+        self.cols = torch.arange(L, L + max_new_tokens, device=prompts.device)   # no host→device copy a token
 
     def _static_cache(self, prompt_cache) -> object:
         """The prompt's keys/values (P rows) repeated G times into a cache preallocated for L + T columns."""
@@ -53,7 +55,7 @@ class KVCacheDecoder:
             else:                                            # one new token per completion
                 if self.col >= L + self.T:
                     raise ValueError(f"KVCacheDecoder: more than max_new_tokens={self.T} steps were asked for")
-                col = torch.tensor([self.col], device=self.prompts.device)
+                col = self.cols[self.col - L:self.col - L + 1]                               # (1,)
                 out = policy.model(input_ids=rearrange(y, "P G -> (P G) 1"), attention_mask=self.mask, use_cache=True,
                                    position_ids=self.pos, cache_position=col, **{policy.cache_name: self.cache})
                 self.pos = self.pos + 1

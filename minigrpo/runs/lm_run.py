@@ -11,9 +11,13 @@ keeps records:
         metrics  → metrics.jsonl;  samples → samples.jsonl;  every N steps: held-out accuracy, checkpoint
 
 The run keeps no global state: its random numbers come from two generators it owns (problems and
-sampling), saved in every checkpoint, so a resumed CPU run continues exactly as an uninterrupted
-one. Files are written only through ``RunFolder`` (one writer), which is what a data-parallel
-version would restrict to rank 0.
+minibatch order), saved in every checkpoint, and from the seed, the step and the prompt (each
+prompt's completions), so a resumed CPU run continues exactly as an uninterrupted one. Files are
+written only through ``RunFolder`` (one writer).
+
+Launched on n processes (``accelerate launch --num_processes n -m minigrpo train …``), each process
+runs this same loop on its share of every step's prompts (``runs/parallel.py``); only the main
+process writes the run folder, and a run resumes on any number of processes.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
 from minigrpo.runs.folder import RunFolder
 from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
                                     prompt_source, sample_rows)
+from minigrpo.runs.parallel import Processes, refuse_unshared
 
 
 FLAT_WARNING = 3          # warn after this many steps in a row that taught nothing
@@ -47,6 +52,7 @@ class TrainResult:
     wall_seconds: float
     anchor_reward: float = float("nan")   # held-out greedy reward (eval/greedy/reward) at step 0
     final_reward: float = float("nan")    # … after the last step
+    main: bool = True                     # this process wrote the run folder (the one of several that does)
 
 
 def new_run_dir(parent: Path, prefix: str) -> Path:
@@ -92,8 +98,10 @@ def build_policy(model_src: str, cfg: TrainConfig, device: torch.device, lora_fr
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, lora_from, is_trainable=True)
-        else:
-            model = add_lora(model, cfg.lora_r)
+        else:                  # the adapter's random start from the seed: the same on every run and process
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(cfg.seed)
+                model = add_lora(model, cfg.lora_r)
     policy = CausalLMPolicy(model, tokenizer.pad_token_id, autocast_dtype=autocast,
                             gradient_checkpointing=cfg.gradient_checkpointing)
     return policy, tokenizer
@@ -109,11 +117,17 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     ``compose.RewardSet``; a plain ``f(prompt, completion, **columns)`` or TRL-style ``f(prompts,
     completions, **columns)`` function is a component), or one such function. It is code, so it is not
     saved: pass it again to resume. Everything that can be checked — the data, the model, the reward
-    functions and the columns they ask for, the prompt lengths — is checked before the run folder is made."""
+    functions and the columns they ask for, the prompt lengths — is checked before the run folder is made.
+
+    Started by ``accelerate launch`` on n processes (a script that calls it, or ``-m minigrpo train``), each
+    runs this on its share of every step's prompts (``runs/parallel.py``): the same samples and, to float
+    rounding, the same weights and metrics as one process. Only the main process writes the run folder and
+    calls ``on_step`` (``TrainResult.main`` says which process returned)."""
     from tqdm.auto import tqdm
 
     from minigrpo.lm.models import load_causal_lm, pick_device
     from minigrpo.lm.policy import CausalLMPolicy, context_length
+    from minigrpo.lm.precision import require_bf16
     from minigrpo.runs.evaluation import evaluate
     from minigrpo.runs.methods import RunParts, make_steps
     from minigrpo.runs.report import open_reporters
@@ -133,7 +147,12 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         if run_dir is not None and (run_dir / "checkpoints" / "latest").exists():
             raise FileExistsError(f"run folder {str(run_dir)!r} already holds a run; resume it with "
                                   "--resume, or choose another folder")
-    device = pick_device(cfg.device)          # a device this machine lacks fails before a run folder is made
+    processes = Processes.from_environment(cfg.device)    # one, or those accelerate launched
+    refuse_unshared(cfg, processes.count)
+    main = processes.is_main                  # the one process that writes the run folder
+    device = processes.device(pick_device(cfg.device))   # a device this machine lacks fails before a run folder is made
+    if cfg.precision == "bf16":
+        require_bf16(device)                  # … and so does bf16 where it would be emulated, ~400× slower
     source = prompt_source(cfg)
     anchor_src = resolve_model(cfg, progress)
     if ckpt is None or cfg.lora_r:
@@ -166,15 +185,18 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
 
     # the anchor's evaluation calls every reward once: a reward that fails does so before a run folder exists
     first = {"step": 0, **run_eval()} if ckpt is None else None
-    parts = RunParts(cfg, policy, anchor, tokenizer, reward, source, optimizer, recipe, T, device, data_gen, sample_gen)
+    parts = RunParts(cfg, policy, anchor, tokenizer, reward, source, optimizer, recipe, T, device, data_gen, sample_gen,
+                     processes)
     tic = time.perf_counter()
     take_step = make_steps(parts)     # the method's data, read or built from the anchor (runs/methods.py)
     data_seconds = time.perf_counter() - tic
     if folder is None:
-        folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
-        folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
+        if main:
+            folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
+            folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
+        folder = RunFolder(processes.broadcast(folder.path if main else None))    # the other processes only read it
     for name, write in take_step.data_files.items():
-        if not (folder.path / name).exists():
+        if main and not (folder.path / name).exists():
             write(folder.path / name)
     start = 0
     if ckpt is not None:
@@ -186,27 +208,35 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         sample_gen.set_state(state["sample_rng"].to(sample_gen.get_state().device))
         beta_ctl.value = state["beta"]
         start = RunFolder.step_of(ckpt)
-        folder.truncate("metrics.jsonl", start)
-        folder.truncate("samples.jsonl", start)
-    records = folder.read("metrics.jsonl")
-    reporters = open_reporters(cfg.report_to, folder.path, cfg.to_dict(), folder.path.name)
+        if main:
+            folder.truncate("metrics.jsonl", start)
+            folder.truncate("samples.jsonl", start)
+    if main:
+        records = folder.read("metrics.jsonl")
+    else:                                     # the main process may be writing it: its lines up to the checkpoint
+        records = [] if ckpt is None else [r for r in folder.read("metrics.jsonl") if r.get("step", 0) <= start]
+    reporters = open_reporters(cfg.report_to if main else [], folder.path, cfg.to_dict(), folder.path.name)
 
     def checkpoint(step: int) -> None:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "data_rng": data_gen.get_state(), "sample_rng": sample_gen.get_state().cpu(),
-                 "beta": float(beta_ctl.value), "step": step, **take_step.state()}
-        folder.save_checkpoint(step, policy.model, tokenizer, state, keep=cfg.keep_checkpoints)
+        if main:                              # the state is the same on every process
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "data_rng": data_gen.get_state(), "sample_rng": sample_gen.get_state().cpu(),
+                     "beta": float(beta_ctl.value), "step": step, **take_step.state()}
+            folder.save_checkpoint(step, policy.model, tokenizer, state, keep=cfg.keep_checkpoints)
+        processes.wait()                      # no process runs ahead of a checkpoint being written
 
     def emit(record: dict, samples: list | None = None) -> None:
-        folder.append("metrics.jsonl", record)
         records.append(record)
+        if not main:
+            return
+        folder.append("metrics.jsonl", record)
         listened = record if samples is None else {**record, "samples": flat_samples(samples)}
         reporters(listened)
         if on_step is not None:
             on_step(listened)
 
     flat_run, flat_streak, warned = start == 0, 0, False
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method.upper()} {cfg.name}", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method.upper()} {cfg.name}", disable=not (progress and main))
     try:
         if first is not None:
             emit(first)
@@ -233,7 +263,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
             samples = None
             if out.prompts is not None and (t % cfg.sample_every == 0 or t == cfg.steps):
                 samples = sample_rows(tokenizer, step, out.prompts, out.rows)
-                for row in samples:
+                for row in samples if main else ():
                     folder.append("samples.jsonl", {"step": t, **row})
             emit(record, samples)
             if flat_run and cfg.stop_after_flat and t >= cfg.stop_after_flat:
@@ -252,4 +282,5 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     accs, rewards_ = pick("test_accuracy"), pick("eval/greedy/reward")
     nan = float("nan")
     return TrainResult(folder.path, records, accs[0] if accs else nan, accs[-1] if accs else nan, policy, tokenizer,
-                       time.perf_counter() - t0, rewards_[0] if rewards_ else nan, rewards_[-1] if rewards_ else nan)
+                       time.perf_counter() - t0, rewards_[0] if rewards_ else nan, rewards_[-1] if rewards_ else nan,
+                       main)

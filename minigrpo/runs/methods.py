@@ -37,6 +37,7 @@ from minigrpo.core.step_kl import StepKL
 from minigrpo.lm.data import prompt_text
 from minigrpo.lm.tokens import decode_completions, encode_prompts, step_ids
 from minigrpo.runs.config import TrainConfig
+from minigrpo.runs.parallel import Processes, SummedGradients, gather_step, prompt_noise, shared_recipe
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RunParts:
     device: torch.device
     data_gen: torch.Generator
     sample_gen: torch.Generator
+    processes: Processes = Processes()     # one, or those of a data-parallel run (runs/parallel.py)
 
     def sampling(self) -> dict:
         c, tok = self.cfg, self.tokenizer
@@ -90,7 +92,10 @@ def pick_rows(t: int, n: int, total: int, seed: int) -> Tensor:
 # --- grpo and ppo: online ---------------------------------------------------------------------------
 
 class OnlineSteps:
-    """GRPO or PPO: each step samples ``group_size`` completions for ``prompts_per_step`` prompts."""
+    """GRPO or PPO: each step samples ``group_size`` completions for ``prompts_per_step`` prompts. Prompt p
+    of step t is sampled with random numbers drawn from (seed, t, p) (``parallel.prompt_noise``); on
+    several processes each samples and learns from its share of the prompts, and the step returned
+    is the whole batch's (``runs/parallel.py``)."""
 
     data_files: dict = {}        # name → writer(path): data built from the anchor, saved in the run folder
 
@@ -110,15 +115,21 @@ class OnlineSteps:
             value.attention_for = parts.policy.attention_for       # the policy's attention, per length
             self.critic = Critic(value, GAE(c.gae_gamma, c.gae_lambda), lr=c.critic_lr, value_clip=c.value_clip)
             parts.recipe = replace(parts.recipe, baseline=self.critic)
+        many = parts.processes.count > 1          # the policy and recipe as this process's share of a step sees them
+        self.learner = SummedGradients(parts.policy, parts.processes) if many else parts.policy
+        self.recipe = shared_recipe(parts.recipe, parts.processes)
 
     def __call__(self, t: int, beta) -> StepOut:
         p, c = self.parts, self.parts.cfg
-        rows = p.source.train_rows(t, c.prompts_per_step, p.data_gen)
+        rows = p.source.train_rows(t, c.prompts_per_step, p.data_gen)       # the same P rows on every process
         prompts = p.encode(rows)                                                           # (P, L)
-        step = grpo_step(p.policy, p.anchor, prompts, p.reward.bind(rows, p.source.name), p.recipe, beta,
-                         p.optimizer, c.group_size, generator=p.sample_gen, updates=c.updates,
+        mine = p.processes.share(len(rows))                                 # this process's prompts
+        noise = prompt_noise(c.seed, t, range(len(rows))[mine], c.group_size, p.T, p.device)   # (P/n, G, T)
+        step = grpo_step(self.learner, p.anchor, prompts[mine], p.reward.bind(rows[mine], p.source.name),
+                         self.recipe, beta, p.optimizer, c.group_size, generator=p.sample_gen, updates=c.updates,
                          minibatches=c.minibatches, max_grad_norm=c.max_grad_norm, step_kl=self.step_kl,
-                         **p.sampling())
+                         noise=noise, **p.sampling())
+        step = gather_step(step, p.processes)                               # the whole batch's (P, G, T)
         extra = {} if self.critic is None else {"value_loss": self.critic.last_loss}
         return StepOut({**step.metrics(), **extra}, step, prompts, rows)
 

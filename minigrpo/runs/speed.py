@@ -25,10 +25,13 @@ Model FLOPs (``model_flops``): with N = 12·n_layer·d² + V·d (the weights use
 the tied output layer included) and P·G·(L+T) tokens, a step is 2N·tokens to sample, 2N·tokens for
 the anchor and 6N·tokens for the policy's forward and backward: 10·N·tokens. Attention scores and
 element-wise work are not counted (about 1 % here). The effective rate (FLOPs ÷ s/step) is compared
-with the machine's matrix-multiply rate measured in the same run (``matmul_rate``).
+with the machine's matrix-multiply rate measured in the same run (``matmul_rate``), and so is that of
+minigrpo's scoring passes alone (``train_pass_fraction``: 8·N·tokens ÷ a step's time less sampling).
+Results name the bf16 units found (``bf16_units``); bf16 where it would be emulated is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -43,6 +46,7 @@ from pathlib import Path
 import torch
 
 from minigrpo.core.validate import FLAG, Rule, check_fields, integer, is_int, number, one_of, optional, setting
+from minigrpo.lm.precision import bf16_support, require_bf16
 
 SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4},
          "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12}}
@@ -177,9 +181,8 @@ def peak_rss_mib() -> float:
 
 
 def peak_device_mib(device: str) -> float | None:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    return None
+    on_gpu = device.startswith("cuda") and torch.cuda.is_available()
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if on_gpu else None
 
 
 # --- minigrpo's run ---------------------------------------------------------------------------------------
@@ -210,7 +213,8 @@ def run_minigrpo(cfg: BenchConfig, work: Workload) -> dict:
     P = cfg.prompts
     n_steps = len(work.prompts) // P
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times, rewards, lengths = [], [], []
+    times, rewards, lengths, sampling = [], [], [], []
+    policy.sampling_context = _timed(policy.sampling_context, sync, sampling)   # sampling's share of a step
     for t in range(n_steps):
         sync()
         t0 = time.perf_counter()
@@ -224,7 +228,20 @@ def run_minigrpo(cfg: BenchConfig, work: Workload) -> dict:
         rewards.append(m["reward"])
         lengths.append(m["completion_length"])
     return {"step_seconds": times, "rewards": rewards, "completion_lengths": lengths,
-            "prompt_tokens": int(prompts.shape[1])}
+            "prompt_tokens": int(prompts.shape[1]), "sample_seconds": sampling}
+
+
+def _timed(context, sync, seconds: list):
+    """``context`` (open around a rollout's token loop) that also appends the seconds it was open."""
+    @contextlib.contextmanager
+    def timed():
+        sync()
+        t0 = time.perf_counter()
+        with context():
+            yield
+        sync()
+        seconds.append(time.perf_counter() - t0)
+    return timed
 
 
 # --- one run in its own process ------------------------------------------------------------------------------
@@ -272,6 +289,9 @@ def summarise(runs: list[dict], cfg: BenchConfig, flops: float) -> dict:
            "effective_gflops": flops / s / 1e9, "steps_measured": len(measured),
            "s_per_step_runs": [statistics.median(r["step_seconds"][cfg.warmup:]) for r in runs],
            "threads": runs[0]["threads"]}
+    if all(r.get("sample_seconds") for r in runs):     # minigrpo's: each step's time less its sampling
+        out["pass_s_per_step"] = statistics.median(
+            s - x for r in runs for s, x in zip(r["step_seconds"][cfg.warmup:], r["sample_seconds"][cfg.warmup:]))
     dev = [r["peak_device_mib"] for r in runs if r.get("peak_device_mib") is not None]
     if dev:
         out["peak_device_mib"] = max(dev)
@@ -285,6 +305,7 @@ def compare(cfg: BenchConfig, peers: dict[str, tuple] | None = None, progress=No
     say = progress or (lambda msg: None)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={cfg.device!r} but torch sees no CUDA GPU here; use device='cpu'")
+    bf16_units = require_bf16(cfg.device) if cfg.precision == "bf16" else bf16_support(cfg.device).why
     workers = {"minigrpo": MINIGRPO_WORKER, **(peers or {})}
     impls = list(workers)
     with tempfile.TemporaryDirectory(prefix="minigrpo-bench-") as tmp:
@@ -307,10 +328,12 @@ def compare(cfg: BenchConfig, peers: dict[str, tuple] | None = None, progress=No
     peer = impls[1] if len(impls) == 2 else None
     result = {"config": asdict(cfg), "device": device_name(cfg.device), "torch": torch.__version__,
               "model_params": _param_count(mc), "prompt_tokens": L, "gflop_per_step": flops / 1e9,
-              "matmul_gflops": rate, "peer": peer}
+              "matmul_gflops": rate, "bf16_units": bf16_units, "peer": peer}
     for impl in impls:
         fig = summarise(runs[impl], cfg, flops)
         fig["matmul_fraction"] = fig["effective_gflops"] / rate
+        if "pass_s_per_step" in fig:     # anchor forward + policy forward and backward: 8 of the 10·N·tokens
+            fig["train_pass_fraction"] = 0.8 * flops / fig["pass_s_per_step"] / 1e9 / rate
         if impl == "minigrpo":
             result.update(fig)
         else:
@@ -330,15 +353,14 @@ def _param_count(mc) -> int:
         return sum(p.numel() for p in GPT2LMHeadModel(mc).parameters())
 
 
-class _threads:
-    def __init__(self, n):
-        self.n, self.was = n, torch.get_num_threads()
-
-    def __enter__(self):
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.was)
+@contextlib.contextmanager
+def _threads(n):
+    was = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(was)
 
 
 def device_name(device: str) -> str:

@@ -1,0 +1,132 @@
+"""Write the GPU check's section of bench/RESULTS.md (``bench/gpu_check.sh`` calls this last).
+
+    python bench/gpu_results.py --compare runs/gpu-check/trl-compare.json --tests runs/gpu-check/gpu-tests.txt \
+        --results bench/RESULTS.md --seconds 412 --command "bash bench/gpu_check.sh"
+
+The section lies between two marker comments (``BEGIN``/``END`` below). Writing replaces an earlier
+section in place and otherwise appends one, so running the check again leaves one section, the newest.
+It holds the date, the device, the versions (torch, CUDA, transformers, TRL), the GPU tests' summary
+line and the speed table of ``trl_compare.py``'s JSON, with the fraction of the device's matmul rate
+the whole step reached and, for minigrpo, the training passes alone (anchor forward, policy forward
+and backward: 8 of the step's 10·N·tokens FLOPs, timed as the step less its sampling).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+BEGIN = "<!-- gpu-check: begin (written by bench/gpu_check.sh; replaced on each run) -->"
+END = "<!-- gpu-check: end -->"
+
+
+def versions() -> dict:
+    """torch (and its CUDA), transformers and TRL, as installed where this runs."""
+    import torch
+    import transformers
+
+    out = {"torch": torch.__version__, "cuda": torch.version.cuda or "none", "transformers": transformers.__version__}
+    try:
+        import trl
+
+        out["trl"] = trl.__version__
+    except ImportError:
+        out["trl"] = "not installed"
+    return out
+
+
+def speed_table(report: dict) -> str:
+    """One row per implementation per workload of ``trl_compare.py``'s JSON report."""
+    head = ("| P×G×T, V | checkpointing | impl | s/step | tokens/s | peak GPU MiB | FLOP/s (% of matmul) "
+            "| training passes: % of matmul | TRL ÷ minigrpo (time) |\n|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for r in report["speed"]:
+        c = r["config"]
+        shape = f"{c['prompts']}×{c['group_size']}×{c['new_tokens']}, V {c['vocab'] or 15}"
+        for impl, fig in (("minigrpo", r), (r["peer"], r.get(r["peer"]))):
+            if fig is None:
+                continue
+            mib = fig.get("peak_device_mib")
+            passes = fig.get("train_pass_fraction")
+            ratio = f"{r['speedup']:.2f}×" if impl == "minigrpo" and "speedup" in r else ""
+            rows.append(f"| {shape} | {'on' if c['gradient_checkpointing'] else 'off'} | {impl} | "
+                        f"{fig['s_per_step']:.3f} | {fig['tokens_per_s']:.0f} | "
+                        f"{f'{mib:.0f}' if mib is not None else '—'} | {rate(fig['effective_gflops'])} "
+                        f"({100 * fig['matmul_fraction']:.0f} %) | "
+                        f"{f'{100 * passes:.0f} %' if passes is not None else '—'} | {ratio} |")
+    return "\n".join([head] + rows)
+
+
+def pytest_summary(text: str) -> str:
+    """pytest's last summary line ("8 passed in 61.2s"), or what is known when there is none."""
+    lines = [ln.strip("= ").strip() for ln in text.splitlines()
+             if re.search(r"\b(passed|failed|skipped|error|errors|no tests ran)\b", ln)]
+    return lines[-1] if lines else "no pytest summary found"
+
+
+def rate(gflops: float) -> str:
+    return f"{gflops / 1e3:.1f} TFLOP/s" if gflops >= 1e3 else f"{gflops:.1f} GFLOP/s"
+
+
+def section(report: dict, tests: str, seconds: float, command: str, when: str | None = None) -> str:
+    """The Markdown section, markers included."""
+    from minigrpo.runs.speed import SIZES
+
+    v = {**versions(), **{k: report[k] for k in ("torch", "trl") if k in report}}
+    first = report["speed"][0] if report["speed"] else {"config": {}}
+    c = first["config"]
+    shape = SIZES.get(c.get("size"), {})
+    matmul = first.get("matmul_gflops")
+    lines = [BEGIN, "## minigrpo vs TRL on a GPU: the GPU check (issue 16)", "",
+             f"- **Machine:** {report['device']}; torch {v['torch']} (CUDA {v['cuda']}), transformers "
+             f"{v['transformers']}, TRL {v['trl']}. Measured {when or time.strftime('%Y-%m-%d')}; the whole "
+             f"check took {seconds / 60:.1f} min (`{command}`).",
+             f"- **bf16 units found:** {first.get('bf16_units', 'not reported')}.",
+             f"- **GPU tests** (`pytest -m gpu tests/test_gpu.py`): {tests}.",
+             f"- **Workload:** a seeded random GPT-2 of {shape.get('n_layer', '?')} layers, width "
+             f"{shape.get('n_embd', '?')}, vocabulary {c.get('vocab') or 15}; {c.get('prompts')} prompts × "
+             f"{c.get('group_size')} completions × {c.get('new_tokens')} tokens, all generated; "
+             f"{c.get('precision')}; gradient checkpointing off and on, the same in both; DeepSeekMath's k3 "
+             "KL in both (TRL with `use_bias_correction_kl=False`). s/step is the median over "
+             f"{c.get('steps')} measured steps (after {c.get('warmup')} warm-up) of {c.get('rounds')} runs per "
+             "implementation, alternating.",
+             f"- **% of matmul:** against a 2048² {c.get('precision')} product on the device, measured in the "
+             f"same run: {rate(matmul) if matmul else 'not measured'}. \"Training passes\" is minigrpo's "
+             "anchor forward plus policy forward and backward (8 of the step's 10·N·tokens FLOPs) over the "
+             "step's time less its sampling; TRL's step is not split.", "",
+             speed_table(report), "", END]
+    return "\n".join(lines)
+
+
+def write_section(results: Path, text: str) -> None:
+    """Replace the marked section of ``results`` with ``text``, or append it (idempotent)."""
+    old = results.read_text() if results.exists() else ""
+    if BEGIN in old and END in old:
+        start, stop = old.index(BEGIN), old.index(END) + len(END)
+        new = old[:start] + text + old[stop:]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
+    results.write_text(new)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--compare", required=True, help="trl_compare.py's JSON report")
+    ap.add_argument("--tests", required=True, help="the GPU tests' pytest output")
+    ap.add_argument("--results", default="bench/RESULTS.md")
+    ap.add_argument("--seconds", type=float, default=0.0, help="the whole check's wall time")
+    ap.add_argument("--command", default="bash bench/gpu_check.sh")
+    args = ap.parse_args()
+    report = json.loads(Path(args.compare).read_text())
+    tests = pytest_summary(Path(args.tests).read_text()) if Path(args.tests).exists() else "not run"
+    text = section(report, tests, args.seconds, args.command)
+    write_section(Path(args.results), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
