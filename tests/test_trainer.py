@@ -208,7 +208,7 @@ def test_grpo_lifts_held_out_accuracy_above_the_shipped_anchor(tmp_path):
 
     if not (anchor_dir("addition") / "config.json").exists():
         pytest.fail("the shipped anchor minigrpo/assets/anchors/addition is missing; rebuild it with "
-                    "`minigrpo sft --task addition --out minigrpo/assets/anchors/addition`")
+                    "`MINIGRPO_WRITE_ASSETS=1 minigrpo sft --task addition --out minigrpo/assets/anchors/addition`")
     cfg = TrainConfig(steps=40, eval_every=40, eval_size=200, save_every=0, out=str(tmp_path), device="cpu", seed=1)
     res = train_lm(cfg, run_dir=tmp_path / "run", progress=False)
     assert res.final_accuracy > res.anchor_accuracy + 0.1, (res.anchor_accuracy, res.final_accuracy)

@@ -50,7 +50,9 @@ class TrainFlags:
 class SFTFlags:
     digits: int | None = None          # addition: digits per operand (sets task_args.digits)
     device: str = "auto"               # auto (cuda, then mps, then cpu), or a torch device
-    # The anchor's folder; None: a new folder runs/sft-<task, or the data file's name>-<date>-<time>.
+    # The anchor's folder (checked before training; an earlier anchor there is replaced whole; never the
+    # package's shipped assets unless MINIGRPO_WRITE_ASSETS=1); None: a new folder
+    # runs/sft-<task, or the data file's name>-<date>-<time>.
     out: str | None = None
 
 
@@ -175,18 +177,28 @@ def cmd_train(flags: dict, settings: dict) -> int:
 
 def cmd_reward_model(flags: dict, settings: dict) -> int:
     """Train a Bradley–Terry reward model from a preference file, a label file, or a synthetic rater."""
+    from minigrpo.lm.saving import check_out, check_writable
     from minigrpo.lm.sft import anchor_dir
     from minigrpo.rewards.reward_model import RewardModel, train_reward_model
     from minigrpo.runs.config import RewardModelJob
     from minigrpo.runs.lm_run import new_run_dir
 
     job = RewardModelJob(**settings)
+    if job.out:                                 # a bad --out fails now, not after training
+        check_out(job.out)
+    else:
+        check_writable("runs")
     train, test, skipped = job.pairs()
     rm = RewardModel.from_causal_lm(job.base or anchor_dir(job.task), seed=job.seed)
     history = train_reward_model(rm, train, test or None, job)
     acc = history[-1].get("test_accuracy")
-    out = rm.save(job.out or new_run_dir(Path("runs"), f"reward-model-{job.task}"), pairs=len(train),
-                  test_pairs=len(test), test_accuracy=acc, skipped=skipped)
+    out = Path(job.out or new_run_dir(Path("runs"), f"reward-model-{job.task}"))
+    try:
+        rm.save(out, pairs=len(train), test_pairs=len(test), test_accuracy=acc, skipped=skipped)
+    except BaseException:
+        if not job.out and not any(out.iterdir()):     # the new folder made for it: no empty folder left
+            out.rmdir()
+        raise
     print(json.dumps({"out": str(out), "pairs": len(train), "test_pairs": len(test), "test_accuracy": acc,
                       "skipped": skipped, "train_seconds": rm.train_seconds}))
     return 0
@@ -299,8 +311,11 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:      # bad settings or paths: one clear line, no traceback
         print(f"minigrpo {name}: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
         return 2
-    except (FloatingPointError, NothingToLearn) as e:   # non-finite, or nothing to learn; checkpoints intact
-        print(f"minigrpo {name}: stopped: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+    except (FloatingPointError, NothingToLearn) as e:   # non-finite, or nothing to learn
+        if name in ("sft", "reward-model"):            # they save only at the end: nothing saved, --lr to fix
+            print(f"minigrpo {name}: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+            return 2
+        print(f"minigrpo {name}: stopped: {str(e).replace(chr(10), ' ')}", file=sys.stderr)   # checkpoints intact
         return 1
     finally:
         warnings.formatwarning = plain_format

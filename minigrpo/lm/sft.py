@@ -16,11 +16,14 @@ Two sources of (prompt, answer) pairs, one loop (``sft_steps``):
   (``model``, all its weights trained) — "SFT, then GRPO".
 
 ``build_anchor`` trains one and saves it with ``save_pretrained`` (model, tokenizer, and ``sft.json``
-with its settings, losses, held-out accuracy and the command that rebuilds it).
+with its settings, losses, held-out accuracy and the command that rebuilds it). Like a GRPO run, it stops
+on a non-finite loss and saves nothing non-finite; its folder is checked before training and written
+atomically, never into the package's shipped assets (``lm/saving.py``).
 """
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,9 +32,10 @@ from typing import Callable
 
 import torch
 
-from minigrpo.assets import asset_path
+from minigrpo.assets import WRITE_ASSETS, asset_path, in_assets
 from minigrpo.core.masks import masked_mean
 from minigrpo.lm.models import TinyGPT2, build_tiny_gpt2, pick_device, quiet_transformers
+from minigrpo.lm.saving import check_out, save_folder
 from minigrpo.lm.tasks import Problem, Task, make_task
 from minigrpo.lm.tokens import char_tokenizer, encode_prompts
 from minigrpo.core.validate import SEED, check_fields, integer, is_int, number, optional, refuse, setting, text
@@ -136,9 +140,16 @@ def sft_batch(tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, 
     return prompts.to(device), targets.to(device), mask.to(device)
 
 
+def diverged(what: str, value: float, step: int, steps: int, lr: float) -> str:
+    """The one-line error of an SFT or reward-model run that went non-finite at ``step`` (counted from 1)."""
+    return (f"training diverged: {what} is {value} at step {step} of {steps}, so the weights were not updated; "
+            f"the learning rate lr={lr} (--lr) is the likely cause: lower it")
+
+
 def sft_steps(policy, tokenizer, batch: Callable[[int], list[Problem]], cfg: SFTConfig, on_step=None) -> list[float]:
     """Train ``policy`` (a ``CausalLMPolicy``) for ``cfg.steps`` steps on ``batch(t)``, the (prompt,
-    answer) pairs of step t = 0, 1, …; return the loss of every step."""
+    answer) pairs of step t = 0, 1, …; return the loss of every step. A NaN or ±inf loss or gradient norm
+    raises ``FloatingPointError`` (naming the step and ``lr``) before the optimizer touches the weights."""
     device = policy.device
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     warm = max(1, cfg.steps // 20)
@@ -149,9 +160,13 @@ def sft_steps(policy, tokenizer, batch: Callable[[int], list[Problem]], cfg: SFT
         prompts, targets, mask = sft_batch(tokenizer, batch(t), device)
         logp = policy.log_probs(prompts, targets)                                     # (P, 1, T)
         loss = -masked_mean(logp, mask)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(diverged("the SFT loss", loss.item(), t + 1, cfg.steps, cfg.lr))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        if not torch.isfinite(norm):         # clipping a NaN gradient leaves NaN: the step would write it in
+            raise FloatingPointError(diverged("the gradient norm", norm.item(), t + 1, cfg.steps, cfg.lr))
         opt.step()
         sched.step()
         losses.append(loss.item())
@@ -196,19 +211,21 @@ def held_out_loss(policy, tokenizer, problems: list[Problem], batch_size: int = 
 
 
 def sft_command(cfg: SFTConfig, out) -> str:
-    """The `minigrpo sft` command line that rebuilds this anchor."""
+    """The `minigrpo sft` command line that rebuilds this anchor (with ``MINIGRPO_WRITE_ASSETS=1`` before it
+    when ``out`` is a shipped asset, which is otherwise never written)."""
     default = asdict(TinyGPT2())
     shape = "".join(f" --shape.{k.replace('_', '-')} {v}" for k, v in asdict(cfg.shape).items() if v != default[k])
     model = "" if cfg.is_tiny else f" --model {shlex.quote(cfg.model)}"
+    env = f"{WRITE_ASSETS}=1 " if in_assets(out) else ""
     if cfg.data is not None:
-        return (f"minigrpo sft{model or ' --model tiny'} --data {shlex.quote(cfg.data)}"
+        return (f"{env}minigrpo sft{model or ' --model tiny'} --data {shlex.quote(cfg.data)}"
                 f"{'' if cfg.prompt_column == 'prompt' else ' --prompt-column ' + shlex.quote(cfg.prompt_column)}"
                 f"{'' if cfg.data_config is None else ' --data-config ' + shlex.quote(cfg.data_config)}"
                 f" --completion-column {shlex.quote(cfg.completion_column)} --test-fraction {cfg.test_fraction} "
                 f"--steps {cfg.steps} --batch-size {cfg.batch_size} --lr {cfg.lr} --seed {cfg.seed}{shape} "
                 f"--out {shlex.quote(str(out))}")
     task_args = ",".join(f"{k}={v}" for k, v in cfg.task_args.items())
-    return (f"minigrpo sft{model} --task {cfg.task}{' --task-args ' + task_args if task_args else ''} "
+    return (f"{env}minigrpo sft{model} --task {cfg.task}{' --task-args ' + task_args if task_args else ''} "
             f"--steps {cfg.steps} --batch-size {cfg.batch_size} --lr {cfg.lr} --careless {cfg.careless} "
             f"--seed {cfg.seed}{shape} --out {out}")
 
@@ -227,7 +244,13 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
     folder, or a function of the run's name (the task, or the data file's stem) that makes one, called
     once the data and the model have loaded and passed their checks, so a bad input leaves no empty
     folder. Held-out accuracy and loss are measured on at most ``eval_size`` held-out prompts. ``progress``
-    shows a tqdm bar; ``on_step(t, loss)`` hears every step, t = 0, 1, … (a notebook's ``CellProgress``)."""
+    shows a tqdm bar; ``on_step(t, loss)`` hears every step, t = 0, 1, … (a notebook's ``CellProgress``).
+
+    ``out`` is checked before anything loads (``saving.check_out``: a folder that can be written, not inside
+    the package's shipped assets). The save is atomic (``saving.save_folder``): an earlier anchor at ``out``
+    is replaced whole or kept. A run that goes non-finite — a NaN or ±inf loss or gradient norm during
+    training, or weights or a held-out loss that are not finite after it — raises ``FloatingPointError``
+    and saves nothing."""
     from tqdm.auto import tqdm
 
     from minigrpo.lm.evaluate import exact_match
@@ -235,6 +258,8 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
     from minigrpo.lm.policy import CausalLMPolicy, context_length
 
     t0 = time.perf_counter()
+    if not callable(out):
+        check_out(out)                      # a bad --out fails now, not after training
     dev = pick_device(device)
     info = {}
     if cfg.data is None:
@@ -265,7 +290,8 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
         max_new_tokens = min(longest([p.answer for p in test]) + 1, context - longest([p.prompt for p in test]))
         info |= {"train_rows": len(data.train), "test_rows": len(test)}
         train = lambda policy, on_step: sft_on_data(policy, tokenizer, data, cfg, on_step)
-    out = Path(out(name) if callable(out) else out)
+    made = callable(out)                    # a folder made for this run: removed again if nothing is saved in it
+    out = Path(out(name) if made else out)
     policy = CausalLMPolicy(model, tokenizer.pad_token_id)
     bar = tqdm(total=cfg.steps, desc=f"SFT {name}", disable=not progress)
 
@@ -274,15 +300,29 @@ def build_anchor(cfg: SFTConfig, out: str | Path | Callable[[str], Path], *, dev
         bar.set_postfix(loss=f"{loss:.3f}")
         if on_step is not None:
             on_step(t, loss)
-    losses = train(policy, step_done)
-    bar.close()
-    acc = exact_match(policy, tokenizer, test, max_new_tokens)
-    test_loss = held_out_loss(policy, tokenizer, test)
-    out.mkdir(parents=True, exist_ok=True)
-    with quiet_transformers():
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-    summary = {"config": asdict(cfg), **info, "test_accuracy": acc, "test_loss": test_loss, "first_loss": losses[0],
-               "final_loss": losses[-1], "wall_seconds": time.perf_counter() - t0, "command": sft_command(cfg, out)}
-    (out / "sft.json").write_text(json.dumps(summary, indent=2))
-    return out
+    try:
+        check_out(out)
+        losses = train(policy, step_done)
+        bar.close()
+        acc = exact_match(policy, tokenizer, test, max_new_tokens)
+        test_loss = held_out_loss(policy, tokenizer, test)
+        if test_loss is not None and not math.isfinite(test_loss):     # e.g. weights finite but huge (--lr 1e30)
+            raise FloatingPointError(f"training diverged: the held-out loss after the last step ({cfg.steps}) is "
+                                     f"{test_loss}; the learning rate lr={cfg.lr} (--lr) is the likely cause: lower it")
+        summary = {"config": asdict(cfg), **info, "test_accuracy": acc, "test_loss": test_loss,
+                   "first_loss": losses[0], "final_loss": losses[-1], "wall_seconds": time.perf_counter() - t0,
+                   "command": sft_command(cfg, out)}
+
+        def write(folder: Path) -> None:
+            with quiet_transformers():
+                model.save_pretrained(folder)
+                tokenizer.save_pretrained(folder)
+            (folder / "sft.json").write_text(json.dumps(summary, indent=2))
+        return save_folder(out, write, model.state_dict().items())
+    except BaseException as e:
+        bar.close()
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if isinstance(e, FloatingPointError):
+            raise FloatingPointError(f"{e}; nothing was saved to {str(out)!r}") from e
+        raise

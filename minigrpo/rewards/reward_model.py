@@ -16,6 +16,7 @@ reads the task. ``RewardModel.load`` reads any Hugging Face sequence-classificat
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,16 +103,22 @@ class RewardModel:
         return rm
 
     def save(self, path: str | Path, **meta) -> Path:
+        """Save to the folder ``path`` (``save_pretrained`` + ``reward_model.json``), atomically: an earlier
+        save there is replaced whole or kept (``lm/saving.py``). Refused (``FloatingPointError``) if a
+        weight, the offset or the scale is NaN or ±inf; refused (``PermissionError``) inside the package's
+        shipped assets unless ``MINIGRPO_WRITE_ASSETS=1``."""
         from minigrpo.lm.models import quiet_transformers
+        from minigrpo.lm.saving import save_folder
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with quiet_transformers():
-            self.model.save_pretrained(path)
-            self.tokenizer.save_pretrained(path)
-        (path / "reward_model.json").write_text(json.dumps(
-            {"offset": self.offset, "scale": self.scale, "label": self.label, **meta}, indent=2))
-        return path
+        standardise = {"offset": torch.tensor(float(self.offset)), "scale": torch.tensor(float(self.scale))}
+
+        def write(folder: Path) -> None:
+            with quiet_transformers():
+                self.model.save_pretrained(folder)
+                self.tokenizer.save_pretrained(folder)
+            (folder / "reward_model.json").write_text(json.dumps(
+                {"offset": self.offset, "scale": self.scale, "label": self.label, **meta}, indent=2))
+        return save_folder(path, write, [*self.model.state_dict().items(), *standardise.items()])
 
     # --- scoring ------------------------------------------------------------------------------------
     @property
@@ -173,7 +180,8 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
                        cfg: RMTrainConfig | None = None, on_eval=None) -> list[dict]:
     """Fit r_φ to ``pairs`` with the Bradley–Terry loss; return the history (loss, train accuracy, and
     held-out pair accuracy every ``eval_every`` steps). Sets the standardisation from the training
-    completions at the end."""
+    completions at the end. A NaN or ±inf loss or gradient norm raises ``FloatingPointError`` (naming the
+    step and ``lr``) before the optimizer touches the weights, as do scores that are not finite at the end."""
     cfg = cfg or RMTrainConfig()
     if not pairs:
         raise ValueError("train_reward_model: no preference pairs to train on (pairs=[])")
@@ -184,6 +192,7 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / warm))
     rm.model.train()
     from minigrpo.lm.policy import disable_dropout
+    from minigrpo.lm.sft import diverged
 
     disable_dropout(rm.model)
     history, t0 = [], time.perf_counter()
@@ -195,10 +204,12 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
         rc, rr = r[:len(batch)], r[len(batch):]
         loss = bradley_terry_loss(rc, rr)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"reward model loss is {loss.item()} at step {step}; lower the learning rate")
+            raise FloatingPointError(diverged("the reward model's loss", loss.item(), step, cfg.steps, cfg.lr))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if not torch.isfinite(norm):         # clipping a NaN gradient leaves NaN: the step would write it in
+            raise FloatingPointError(diverged("the gradient norm", norm.item(), step, cfg.steps, cfg.lr))
         opt.step()
         sched.step()
         rec = {"step": step, "loss": loss.item(), "train_accuracy": pair_accuracy(rc.detach(), rr.detach())}
@@ -211,6 +222,10 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
     rm.offset, rm.scale = 0.0, 1.0
     s = rm.scores([t[0] for t in texts], [t[1] for t in texts])
     rm.offset, rm.scale = s.mean().item(), max(s.std().item(), 1e-6)
+    if not (math.isfinite(rm.offset) and math.isfinite(rm.scale)):    # finite loss, yet scores that overflow
+        raise FloatingPointError(f"training diverged: after {cfg.steps} steps the reward model's scores are not finite "
+                                 f"(mean {rm.offset}, std {rm.scale}); the learning rate lr={cfg.lr} (--lr) is the "
+                                 "likely cause: lower it")
     rm.train_seconds = time.perf_counter() - t0
     return history
 

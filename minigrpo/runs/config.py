@@ -349,7 +349,8 @@ class RewardModelJob(RMTrainConfig):
     prompts: int = setting(600, integer(1))                # synthetic: prompts to draw (8 pairs each)
     base: str | None = setting(None, optional(text()))     # causal LM folder to start from; None: the task's anchor
     skip_bad: bool = setting(False, FLAG)                  # skip and count bad records instead of stopping
-    # Output folder (save_pretrained + reward_model.json); None: a new folder
+    # Output folder (save_pretrained + reward_model.json; checked before training, replaced whole, never the
+    # package's shipped assets unless MINIGRPO_WRITE_ASSETS=1); None: a new folder
     # runs/reward-model-<task>-<date>-<time>.
     out: str | None = setting(None, optional(text()))
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from minigrpo.assets import asset_path
+from minigrpo.assets import WRITE_ASSETS, asset_path, in_assets
 from minigrpo.lm.sft import anchor_dir
 
 PROXY_DIR = asset_path("reward_models", "addition-column-checker")   # shipped; read, never written
@@ -40,13 +40,17 @@ def build_proxy_reward_model(out: str | Path, *, n_prompts: int = 300, n_policy_
     """Train the exploitable reward model: Bradley–Terry on the lazy column-checking rater's pairs —
     over broad candidate answers (``synthetic_preferences``) and over the anchor's own samples
     (``policy_preferences``) — starting from the addition anchor. Saved with its held-out accuracy
-    and how often rater and model agree with the truth on each kind of pair (``reward_model.json``)."""
+    and how often rater and model agree with the truth on each kind of pair (``reward_model.json``).
+    ``out`` is checked before training; the shipped one (``PROXY_DIR``) is rebuilt only with
+    ``MINIGRPO_WRITE_ASSETS=1``."""
     from minigrpo.lm.policy import CausalLMPolicy
     from minigrpo.lm.models import load_causal_lm
     from minigrpo.rewards.preferences import agreement, closeness, column_checker, policy_preferences, synthetic_preferences
     from minigrpo.rewards.reward_model import RewardModel, RMTrainConfig, train_reward_model
+    from minigrpo.lm.saving import check_out
     from minigrpo.lm.tasks import AdditionTask
 
+    check_out(out)                            # a bad out fails now, not after training
     task = AdditionTask()
     rater, truth = column_checker(task), closeness(task)
     model, tok = load_causal_lm(anchor_dir("addition"))
@@ -66,11 +70,12 @@ def build_proxy_reward_model(out: str | Path, *, n_prompts: int = 300, n_policy_
         return sum(bool(a > b) == (truth(p.prompt, p.chosen) > truth(p.prompt, p.rejected))
                    for p, a, b in zip(pairs, rc, rr)) / len(pairs)
 
+    env = f"{WRITE_ASSETS}=1 " if in_assets(out) else ""        # rebuilding the shipped one needs it
     return rm.save(out, rater="column_checker", pairs=len(broad) + len(on_policy), test_accuracy=history[-1]["test_accuracy"],
                    rater_agrees_with_truth={"broad": agreement(test_broad, truth), "anchor_samples": agreement(test_policy, truth)},
                    model_agrees_with_truth={"broad": model_truth(test_broad), "anchor_samples": model_truth(test_policy)},
                    train_seconds=rm.train_seconds,
-                   command=f"python -c \"from minigrpo.runs.experiments import build_proxy_reward_model as b; "
+                   command=f"{env}python -c \"from minigrpo.runs.experiments import build_proxy_reward_model as b; "
                            f"b({str(out)!r}, n_prompts={n_prompts}, n_policy_prompts={n_policy_prompts}, steps={steps}, lr={lr}, "
                            f"seed={seed})\"")
 

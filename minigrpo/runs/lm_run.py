@@ -32,7 +32,7 @@ import torch
 from minigrpo.core.optimizer import adamw
 from minigrpo.runs.config import OFFLINE, TrainConfig
 from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
-from minigrpo.runs.folder import RunFolder
+from minigrpo.runs.folder import RunFolder, RunLock
 from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
                                     prompt_source, sample_rows)
 from minigrpo.runs.parallel import Processes, refuse_unshared
@@ -122,7 +122,19 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     Started by ``accelerate launch`` on n processes (a script that calls it, or ``-m minigrpo train``), each
     runs this on its share of every step's prompts (``runs/parallel.py``): the same samples and, to float
     rounding, the same weights and metrics as one process. Only the main process writes the run folder and
-    calls ``on_step`` (``TrainResult.main`` says which process returned)."""
+    calls ``on_step`` (``TrainResult.main`` says which process returned).
+
+    That process holds the run folder's lock (``folder.RunLock``) from the start, or the resume, to the end:
+    a second writer of the same folder (another ``train --resume RUN``) is refused at once with
+    ``RunFolderInUse``, naming the holder's PID. A run killed outright leaves no lock behind."""
+    lock = RunLock()
+    try:
+        return _train_lm(cfg, resume, run_dir, on_step, progress, rewards, lock)
+    finally:
+        lock.release()
+
+
+def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, rewards, lock: RunLock) -> TrainResult:
     from tqdm.auto import tqdm
 
     from minigrpo.lm.models import load_causal_lm, pick_device
@@ -139,9 +151,6 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         saved = folder.read_config()
         saved["steps"] = max(saved["steps"], cfg.steps) if cfg is not None else saved["steps"]
         cfg = TrainConfig.from_dict(saved)
-        ckpt = folder.latest_checkpoint()
-        if ckpt is None:
-            raise FileNotFoundError(f"run folder {str(folder.path)!r} has no checkpoint to resume from")
     else:
         run_dir = Path(run_dir) if run_dir is not None else None
         if run_dir is not None and (run_dir / "checkpoints" / "latest").exists():
@@ -150,6 +159,12 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     processes = Processes.from_environment(cfg.device)    # one, or those accelerate launched
     refuse_unshared(cfg, processes.count)
     main = processes.is_main                  # the one process that writes the run folder
+    if folder is not None:
+        if main:                              # before the checkpoint is read: another writer could be replacing it
+            lock.acquire(folder.path)
+        ckpt = folder.latest_checkpoint()
+        if ckpt is None:
+            raise FileNotFoundError(f"run folder {str(folder.path)!r} has no checkpoint to resume from")
     device = processes.device(pick_device(cfg.device))   # a device this machine lacks fails before a run folder is made
     if cfg.precision == "bf16":
         require_bf16(device)                  # … and so does bf16 where it would be emulated, ~400× slower
@@ -192,7 +207,10 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     data_seconds = time.perf_counter() - tic
     if folder is None:
         if main:
-            folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}")).create(cfg.to_dict())
+            folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}"))
+            folder.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire(folder.path)          # before a file is written: a run given the same run_dir is refused
+            folder.create(cfg.to_dict())
             folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
         folder = RunFolder(processes.broadcast(folder.path if main else None))    # the other processes only read it
     for name, write in take_step.data_files.items():
@@ -255,7 +273,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
                 record["ended_fraction"] = ended.any(-1).float().mean().item()
             flat_streak = flat_streak + 1 if record.get("frac_flat_groups") == 1.0 else 0
             if flat_streak == FLAT_WARNING and not warned:       # one flat batch is chance; three in a row is not
-                warnings.warn(flat_message(record, step, T), NothingToLearnWarning, stacklevel=2)
+                warnings.warn(flat_message(record, step, T), NothingToLearnWarning, stacklevel=3)
                 warned = True
             flat_run = flat_run and flat_streak > 0
             if t % cfg.eval_every == 0 or t == cfg.steps:
