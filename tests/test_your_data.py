@@ -434,7 +434,10 @@ def test_a_run_records_its_rewards_and_refuses_to_resume_without_those_given_in_
                       eval_size=4, eval_samples=0, out=str(tmp_path / "runs"))
     train_lm(cfg, run_dir=tmp_path / "run", rewards={"exact": trl_exact}, progress=False)
     recorded = json.load(open(tmp_path / "run" / "rewards.json"))
-    assert recorded == {"exact": {"weight": 1.0, "function": f"{__name__}.trl_exact", "from": "code"}}
+    from minigrpo.runs.lm_setup import code_fingerprint
+
+    assert recorded == {"exact": {"weight": 1.0, "function": f"{__name__}.trl_exact", "from": "code",
+                                  "import_path": f"{__name__}:trl_exact", "fingerprint": code_fingerprint(trl_exact)}}
     more = TrainConfig(**{**cfg.to_dict(), "steps": 3})
     with pytest.raises(ValueError, match="was trained with rewards given in code \\(exact\\); resuming with the "
                                          "configured reward would change"):

@@ -144,16 +144,14 @@ def cmd_train(flags: dict, settings: dict) -> int:
     from minigrpo.runs.lm_run import train_lm
 
     if flags["resume"]:
-        from minigrpo.runs.config import TrainConfig
-        from minigrpo.runs.folder import RunFolder
+        from minigrpo.runs.lm_run import resume_config
 
         ignored = [flag_name(name) for name in settings if name != "steps"]
         ignored += [flag_name(name) for name in ("config", "digits") if flags[name] is not None]
         if ignored:
             raise ValueError(f"{', '.join(ignored)} cannot be given with --resume, which continues the run with its "
                              "saved settings; only --steps (to train further) and --json are allowed")
-        saved = RunFolder(flags["resume"]).read_config()
-        cfg = TrainConfig.from_dict({**saved, "steps": settings.get("steps", saved["steps"])})
+        cfg = resume_config(flags["resume"], settings.get("steps"))
         result = train_lm(cfg, resume=flags["resume"], progress=not flags["json"])
     else:
         cfg = train_config(settings, flags["config"], flags["digits"])

@@ -5,6 +5,7 @@
     runs/train-addition-20261121-101500/
         config.json          the TrainConfig, as given
         rewards.json         each reward component: weight, function, from the config or from code
+                             (code: its import path and a fingerprint of its code)
         metrics.jsonl        one JSON object per step (and the held-out evaluation every N steps)
         tensorboard/         with --report-to tensorboard: the same records, for TensorBoard
         samples.jsonl        a few prompts with their completions and rewards, every N steps
@@ -12,6 +13,12 @@
             latest           name of the newest complete checkpoint
             step-000050/     model (save_pretrained: safetensors + config + tokenizer),
                              trainer_state.pt (optimizer, scheduler, RNG states, β controller), meta.json
+                             (the step, each file's SHA-256, and the settings the run trained with)
+
+A resume continues the run as it was: config.json must still hold the settings recorded in the newest
+checkpoint's meta.json (only ``steps`` may be raised), and rewards given in code must be given again —
+the same functions (by import path, or by a fingerprint of their code when nothing names them) with the
+same weights. Anything else is refused with one line that says what differs.
 
 Every checkpoint is written to a temporary folder, flushed to disk and renamed into place, and
 ``latest`` is replaced atomically after that, so a run killed at any moment leaves its last good
@@ -60,6 +67,11 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def config_sha256(config: dict) -> str:
+    """The fingerprint of a run's settings: the SHA-256 of their canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -178,10 +190,21 @@ class RunFolder:
         return self
 
     def read_config(self) -> dict:
+        """config.json as a mapping; a missing, unreadable, truncated or non-mapping file is one error naming it."""
         f = self.path / "config.json"
         if not f.exists():
             raise FileNotFoundError(f"run folder {str(self.path)!r} has no config.json; is it a minigrpo run folder?")
-        return json.loads(f.read_text())
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{str(f)!r} could not be read as JSON ({e}); it is truncated or was edited by hand: "
+                             "restore it (the settings the run started with are in its newest checkpoint's "
+                             "meta.json, under 'config')") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(f)!r} holds {type(data).__name__}, not a mapping of settings; restore it")
+        if "steps" not in data:
+            raise ValueError(f"{str(f)!r} is incomplete: it has no 'steps'; restore it")
+        return data
 
     def write_json(self, name: str, obj) -> None:
         _atomic_write_text(self.path / name, json.dumps(obj, indent=2))
@@ -223,8 +246,12 @@ class RunFolder:
             _atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in keep))
 
     # --- checkpoints -------------------------------------------------------------------------------
-    def save_checkpoint(self, step: int, model, tokenizer, state: dict, keep: int = 2) -> Path:
+    def save_checkpoint(self, step: int, model, tokenizer, state: dict, keep: int = 2,
+                        config: dict | None = None) -> Path:
         """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``.
+
+        ``config``: the settings the run trains with (``TrainConfig.to_dict()``), kept in ``meta.json`` with
+        their SHA-256 (``config_sha256``): a resume compares config.json with them (``checkpoint_config``).
 
         Raises ``FloatingPointError`` before writing anything if a weight or a state tensor is NaN or
         ±inf: a run that went non-finite keeps its last good checkpoint."""
@@ -248,7 +275,10 @@ class RunFolder:
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
         sha256 = {str(f.relative_to(tmp)): _sha256(f) for f in files}
-        _atomic_write_text(tmp / "meta.json", json.dumps({"step": step, "sha256": sha256}, indent=1))
+        meta = {"step": step, "sha256": sha256}
+        if config is not None:
+            meta.update(config=config, config_sha256=config_sha256(config))
+        _atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -313,6 +343,12 @@ class RunFolder:
         except Exception as e:   # truncated, corrupted, or not a torch file
             raise ValueError(f"checkpoint file {str(f)!r} could not be read ({type(e).__name__}: {e}); "
                              "it may be truncated or corrupted") from e
+
+    @staticmethod
+    def checkpoint_config(ckpt: Path) -> dict | None:
+        """The settings checkpoint ``ckpt`` was trained with (its meta.json's 'config'); None for a
+        checkpoint written before they were recorded."""
+        return json.loads((Path(ckpt) / "meta.json").read_text()).get("config")
 
     @staticmethod
     def step_of(ckpt: Path) -> int:

@@ -21,6 +21,7 @@ process writes the run folder, and a run resumes on any number of processes.
 """
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -107,16 +108,68 @@ def build_policy(model_src: str, cfg: TrainConfig, device: torch.device, lora_fr
     return policy, tokenizer
 
 
+def resume_config(run: str | Path, steps: int | None = None) -> TrainConfig:
+    """The settings to resume run folder ``run`` with: its config.json, with ``steps`` raised when given.
+    A config.json that does not read or validate is one error naming the file; ``steps`` below the run's
+    own is refused (a resume continues a run, it cannot shorten it)."""
+    folder = RunFolder(run)
+    saved = folder.read_config()
+    f = folder.path / "config.json"
+    try:
+        cfg = TrainConfig.from_dict(saved)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{str(f)!r}: {e}; restore it") from None
+    if steps is None or steps == cfg.steps:
+        return cfg
+    if steps < cfg.steps:
+        latest = folder._latest_name() or ""
+        done = f"{int(latest[5:])} done" if latest.startswith("step-") and latest[5:].isdigit() else "none done yet"
+        raise ValueError(f"steps={steps} (--steps {steps}) is below the {cfg.steps} steps of run folder "
+                         f"{str(folder.path)!r} ({done}); a resume continues a run and cannot shorten it: leave "
+                         f"--steps out to finish it, or give more than {cfg.steps} to train further")
+    return TrainConfig.from_dict({**saved, "steps": steps})
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if not isinstance(value, float) else f"{value:g}"
+
+
+def check_config_unchanged(folder: RunFolder, saved: dict, ckpt: Path) -> None:
+    """Refuse to resume when config.json (``saved``) differs, apart from ``steps``, from the settings
+    checkpoint ``ckpt`` was trained with (its meta.json): the error lists each differing field, recorded
+    value -> value now. A checkpoint from before settings were recorded is not checked."""
+    recorded = RunFolder.checkpoint_config(ckpt)
+    if recorded is None:
+        return
+    now = json.loads(json.dumps(TrainConfig.from_dict(saved).to_dict()))
+    differ = []
+    for k, was in recorded.items():
+        if k == "steps":
+            continue
+        if k not in saved:
+            differ.append(f"{k} {_shown(was)} -> (missing)")
+        elif k in now and now[k] != was:
+            differ.append(f"{k} {_shown(was)} -> {_shown(now[k])}")
+    if differ:
+        raise ValueError(f"config.json of {str(folder.path)!r} was edited after the run started: {', '.join(differ)}; "
+                         "resume continues a run as it was: restore the file (the settings it trained with are "
+                         f"under 'config' in {str(ckpt / 'meta.json')!r}), or start a new run")
+
+
 def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
              on_step: Callable[[dict], None] | None = None, progress: bool = True,
              rewards: dict | Callable | None = None) -> TrainResult:
     """Run GRPO on ``cfg.task`` or ``cfg.data``; or, with ``resume`` (a run folder), continue it from its
-    last checkpoint up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised).
+    last checkpoint up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised;
+    ``cfg`` may be None). A resume refuses a config.json edited since the run started (the settings each
+    checkpoint was trained with are in its meta.json), steps below the run's own, and rewards other than
+    those it trained with (``lm_setup.check_resumed_reward``): each with one line saying what differs.
 
     ``rewards`` replaces the configured reward: a mapping name → component or (component, weight) (see
     ``compose.RewardSet``; a plain ``f(prompt, completion, **columns)`` or TRL-style ``f(prompts,
     completions, **columns)`` function is a component), or one such function. It is code, so it is not
-    saved: pass it again to resume. Everything that can be checked — the data, the model, the reward
+    saved: pass it again to resume (rewards.json records each function's import path and a fingerprint of
+    its code, and a resume with other functions or weights is refused). Everything that can be checked — the data, the model, the reward
     functions and the columns they ask for, the prompt lengths — is checked before the run folder is made.
 
     Started by ``accelerate launch`` on n processes (a script that calls it, or ``-m minigrpo train``), each
@@ -148,9 +201,7 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     ckpt = folder = None
     if resume is not None:
         folder = RunFolder(resume)
-        saved = folder.read_config()
-        saved["steps"] = max(saved["steps"], cfg.steps) if cfg is not None else saved["steps"]
-        cfg = TrainConfig.from_dict(saved)
+        cfg = resume_config(resume, cfg.steps if cfg is not None else None)
     else:
         run_dir = Path(run_dir) if run_dir is not None else None
         if run_dir is not None and (run_dir / "checkpoints" / "latest").exists():
@@ -165,6 +216,10 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
         ckpt = folder.latest_checkpoint()
         if ckpt is None:
             raise FileNotFoundError(f"run folder {str(folder.path)!r} has no checkpoint to resume from")
+        saved = folder.read_config()
+        check_config_unchanged(folder, saved, ckpt)        # config.json as the run trained, but for steps
+        if main and saved["steps"] != cfg.steps:           # steps raised: config.json says what the run does
+            folder.write_json("config.json", {**saved, "steps": cfg.steps})
     device = processes.device(pick_device(cfg.device))   # a device this machine lacks fails before a run folder is made
     if cfg.precision == "bf16":
         require_bf16(device)                  # … and so does bf16 where it would be emulated, ~400× slower
@@ -240,7 +295,8 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "data_rng": data_gen.get_state(), "sample_rng": sample_gen.get_state().cpu(),
                      "beta": float(beta_ctl.value), "step": step, **take_step.state()}
-            folder.save_checkpoint(step, policy.model, tokenizer, state, keep=cfg.keep_checkpoints)
+            folder.save_checkpoint(step, policy.model, tokenizer, state, keep=cfg.keep_checkpoints,
+                                   config=cfg.to_dict())
         processes.wait()                      # no process runs ahead of a checkpoint being written
 
     def emit(record: dict, samples: list | None = None) -> None:

@@ -62,12 +62,22 @@ def build_reward(cfg: TrainConfig, tokenizer, source, device=None, rewards=None)
 
 
 def describe_reward(reward, from_code: bool) -> dict:
-    """What a run's rewards.json records: each component's weight, its function (module.name), and
-    whether it came from the config (rebuilt on resume) or from code (``train_lm(rewards=…)``)."""
+    """What a run's rewards.json records: each component's weight, its function (module.name), whether it
+    came from the config (rebuilt on resume) or from code (``train_lm(rewards=…)``), and for code its
+    ``import_path`` ("module:qualname", or "FILE.py:name" for a function loaded from a file; None when it
+    cannot be named: a lambda, a closure, a function of ``__main__`` or a notebook) and a ``fingerprint`` of
+    its code (``code_fingerprint``), which tells a changed function from the one the run trained with."""
     if not isinstance(reward, RewardSet):
-        return {"reward": {"weight": 1.0, "function": _qualified(reward.reward), "from": "code"}}
-    return {k: {"weight": reward.weights[k], "function": _qualified(getattr(fn, "fn", fn)),
-                "from": "code" if from_code else "config"} for k, fn in reward.components.items()}
+        return {"reward": _record(reward.reward, 1.0, "code")}
+    return {k: _record(getattr(fn, "fn", fn), reward.weights[k], "code" if from_code else "config")
+            for k, fn in reward.components.items()}
+
+
+def _record(fn, weight: float, origin: str) -> dict:
+    out = {"weight": weight, "function": _qualified(fn), "from": origin}
+    if origin == "code":
+        out.update(import_path=import_path(fn), fingerprint=code_fingerprint(fn))
+    return out
 
 
 def _qualified(fn) -> str:
@@ -75,20 +85,125 @@ def _qualified(fn) -> str:
     return f"{getattr(owner, '__module__', '?')}.{getattr(owner, '__qualname__', repr(owner))}"
 
 
+def import_path(fn) -> str | None:
+    """"module:qualname" that imports ``fn`` again (its class for an object), "FILE.py:name" for a function
+    loaded from a file (``--reward-fn FILE.py:name``); None when nothing names it (a lambda, a closure, a
+    function defined in ``__main__`` or a notebook, or a name that now holds something else)."""
+    import importlib
+    import sys
+
+    target = fn if hasattr(fn, "__qualname__") and hasattr(fn, "__module__") else type(fn)
+    module, qual = getattr(target, "__module__", None), getattr(target, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qual or not qual:
+        return None
+    if module.startswith("minigrpo_user_rewards."):           # functions.load_function's name for a file
+        file = getattr(sys.modules.get(module), "__file__", None)
+        return f"{file}:{qual}" if file and "." not in qual else None
+    try:
+        obj = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return f"{module}:{qual}" if obj is target else None
+
+
+def code_fingerprint(fn) -> str | None:
+    """A short SHA-256 of what a Python function does: its code object (bytecode, constants and names, nested
+    functions included, line numbers left out), its default values and the plain values it closes over. The
+    same source gives the same fingerprint (on the same Python version); an edited body, constant or captured
+    number does not. An object is fingerprinted by its class's ``score`` or ``__call__``; None when there is
+    no Python code to read."""
+    import hashlib
+
+    target = getattr(fn, "__func__", fn)
+    if getattr(target, "__code__", None) is None:
+        method = getattr(type(fn), "score", None) or getattr(type(fn), "__call__", None)
+        target = getattr(method, "__func__", method)
+        if getattr(target, "__code__", None) is None:
+            return None
+    h = hashlib.sha256()
+    _hash_code(h, target.__code__)
+    h.update(_plain(getattr(target, "__defaults__", None)).encode())
+    h.update(_plain(getattr(target, "__kwdefaults__", None)).encode())
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            h.update(_plain(cell.cell_contents).encode())
+        except ValueError:                                   # an empty cell
+            h.update(b"<empty>")
+    return h.hexdigest()[:16]
+
+
+def _hash_code(h, code) -> None:
+    h.update(code.co_name.encode())
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            _hash_code(h, c)
+        else:
+            h.update(_plain(c).encode())
+
+
+def _plain(x) -> str:
+    """A repr that is the same in every process: numbers, text, None and containers of them; the type's
+    name for anything else (an object's repr may hold its address)."""
+    if x is None or isinstance(x, (bool, int, float, complex, str, bytes)):
+        return repr(x)
+    if isinstance(x, (tuple, list)):
+        return type(x).__name__ + "(" + ",".join(_plain(v) for v in x) + ")"
+    if isinstance(x, (frozenset, set)):
+        return type(x).__name__ + "(" + ",".join(sorted(_plain(v) for v in x)) + ")"
+    if isinstance(x, dict):
+        return "dict(" + ",".join(sorted(f"{_plain(k)}:{_plain(v)}" for k, v in x.items())) + ")"
+    if hasattr(x, "__code__"):
+        return f"fn:{code_fingerprint(x)}"
+    return f"<{type(x).__module__}.{type(x).__qualname__}>"
+
+
+def _named(name: str, rec: dict) -> str:
+    """One recorded code component in words: how to pass it again."""
+    path = rec.get("import_path")
+    if path:
+        return f"{name} = {path} (weight {rec['weight']:g})"
+    return (f"{name} = {rec['function']} (weight {rec['weight']:g}; no import path, e.g. a lambda or a function "
+            f"defined in __main__ or a notebook; code fingerprint {rec.get('fingerprint')})")
+
+
 def check_resumed_reward(recorded: dict | None, reward, from_code: bool, run_dir) -> None:
-    """Refuse to resume with a reward other than the one the run trained with: rewards given in code
-    must be given again, and the same components must come back."""
+    """Refuse to resume with a reward other than the one the run trained with: rewards given in code must
+    be given again, and the same components must come back with the same weights, import paths and code
+    (fingerprints). Each refusal is one line that says what differs."""
     if recorded is None:                                     # a run folder from before rewards.json
         return
     coded = sorted(k for k, v in recorded.items() if v["from"] == "code")
     if coded and not from_code:
         raise ValueError(f"run folder {str(run_dir)!r} was trained with rewards given in code ({', '.join(coded)}); "
-                         "resuming with the configured reward would change what it learns. Resume from Python: "
-                         "train_lm(cfg, resume=RUN_DIR, rewards=...) with the same rewards")
+                         "resuming with the configured reward would change what it learns. Resume from Python with "
+                         "the same rewards: train_lm(cfg, resume=RUN_DIR, rewards={...}) with "
+                         + "; ".join(_named(k, recorded[k]) for k in coded))
     now = describe_reward(reward, from_code)
     if sorted(now) != sorted(recorded):
         raise ValueError(f"run folder {str(run_dir)!r} was trained with the reward components {sorted(recorded)}; "
                          f"the reward given now has {sorted(now)}; resume with the same components")
+    if from_code and not coded:
+        raise ValueError(f"run folder {str(run_dir)!r} was trained with the reward its config.json describes; "
+                         "resume it without rewards=")
+    differ = []
+    for k in sorted(recorded):
+        was, new = recorded[k], now[k]
+        if float(was["weight"]) != float(new["weight"]):
+            differ.append(f"{k} weight {was['weight']:g} -> {new['weight']:g}")
+        if was["from"] != "code":
+            continue
+        if was.get("import_path") != new.get("import_path") and "import_path" in was:
+            differ.append(f"{k} import path {was['import_path']} -> {new['import_path']}")
+        elif was.get("fingerprint") != new.get("fingerprint") and "fingerprint" in was:
+            differ.append(f"{k} code {new['function']} differs from the {was['function']} the run trained with "
+                          f"(fingerprint {was['fingerprint']} -> {new['fingerprint']})")
+    if differ:
+        raise ValueError(f"run folder {str(run_dir)!r}: the rewards given differ from those it was trained with: "
+                         f"{'; '.join(differ)}; resume with the same functions and weights, or start a new run")
 
 
 def _builtin_parts(cfg: TrainConfig, tokenizer, source, device) -> dict:
