@@ -53,7 +53,7 @@ def draw_pairs(cfg: BanditConfig, generator: torch.Generator) -> PairCounts:
 
 def preference_steps(cfg: BanditConfig, policy, anchor, optimizer, pairs: PairCounts, row: int = 0) -> Iterator:
     """DPO (β = cfg.beta) or IPO (τ = cfg.beta) on the pairs, one full-batch step each; yields the
-    policy's expected reward E_π[μ] (1,) after each step (no reward is sampled)."""
+    policy's expected reward E_π[μ] after each step, as one sample (1, 1) (no reward is sampled)."""
     loss = DPO(cfg.beta) if cfg.method == "dpo" else IPO(cfg.beta)
     completions, counts = pairs.rows()                                     # (N,2,1), (N,)
     if len(counts) == 0:
@@ -64,7 +64,7 @@ def preference_steps(cfg: BanditConfig, policy, anchor, optimizer, pairs: PairCo
     means = torch.tensor(cfg.means)
     for _ in range(cfg.steps):
         preference_step(policy, logp_anchor, prompts, completions, mask, loss, optimizer, weights=counts)
-        yield (policy.distribution(torch.tensor([row])).exp() * means).sum(-1)   # E_π[μ], (1,)
+        yield (policy.distribution(torch.tensor([row])).exp() * means).sum(-1, keepdim=True)   # E_π[μ], (1, 1)
 
 
 def log_pulls(cfg: BanditConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -78,7 +78,7 @@ def log_pulls(cfg: BanditConfig, generator: torch.Generator) -> tuple[Tensor, Te
 def offline_steps(cfg: BanditConfig, policy, anchor, optimizer, recipe, beta, arms: Tensor, rewards: Tensor,
                   R: int, generator: torch.Generator) -> Iterator:
     """Offline GRPO: each step, every run (row) draws G logged pulls and learns from them with
-    importance ratios π_θ/μ to the behaviour policy μ."""
+    importance ratios π_θ/μ to the behaviour policy μ; yields the rewards drawn, (R, G)."""
     behaviour = torch.tensor(cfg.behaviour if cfg.behaviour is not None else cfg.anchor)
     log_mu = behaviour.log()
     G = cfg.group_size
@@ -90,7 +90,7 @@ def offline_steps(cfg: BanditConfig, policy, anchor, optimizer, recipe, beta, ar
         y = arms[pick][..., None]                                          # (R,G,1)
         batch = LoggedBatch(prompts, y, mask, rewards[pick].to(log_mu.dtype), valid, log_mu[y])
         step = offline_step(policy, anchor, batch, recipe, beta, optimizer, updates=cfg.updates)
-        yield step.r.mean(1)
+        yield step.r
 
 
 def empirical_rewards(arms: Tensor, rewards: Tensor, K: int) -> tuple[Tensor, Tensor]:

@@ -171,7 +171,7 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     envs = gym.make_vec("minigrpo/KArmedBandit-v0", num_envs=R * cfg.group_size,
                         vectorization_mode="vector_entry_point", means=cfg.means, noise=cfg.noise, sigma=1.0)
     envs.reset(seed=cfg.seed + 1_000_003)                              # seeds the reward draws
-    rewards = EnvReward(envs, contexts=torch.zeros(R, dtype=torch.long))  # every run (row) pulls the one bandit
+    env_reward = EnvReward(envs, contexts=torch.zeros(R, dtype=torch.long))  # every run (row) pulls the one bandit
     recipe = cfg.build_recipe()
     if cfg.baseline == "value":
         recipe = replace(recipe, baseline=LearnedValue(n_prompts=R, lr=0.1))
@@ -187,7 +187,7 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
     n_rec = cfg.steps // cfg.record_every
     thetas = torch.empty(n_rec + 1, R, K)                      # logits history; softmax once at the end
     thetas[0] = policy.theta.detach()
-    reward = torch.empty(cfg.steps, R)
+    rewards = []                                               # each step's rewards (R, n); averaged after the run
     decay = (1 - cfg.final_lr_frac) / max(cfg.steps - 1, 1)
     t0 = time.perf_counter()
     if cfg.method in ("dpo", "ipo"):
@@ -200,19 +200,20 @@ def run_bandit(cfg: BanditConfig, betas: Sequence[float] | None = None,
         extra.update(logged_reward=r_hat[None], logged_arms=seen[None])
         steps = offline_steps(cfg, policy, anchor, opt, recipe, beta_value, arms, pulled, R, gen)
     else:
-        steps = (step.r.mean(1) for step in train(policy, anchor, prompts, rewards, recipe, FixedBeta(beta_value), opt,
-                                                  cfg.group_size, cfg.steps, generator=gen, updates=cfg.updates))
+        steps = (step.r for step in train(policy, anchor, prompts, env_reward, recipe, FixedBeta(beta_value), opt,
+                                          cfg.group_size, cfg.steps, generator=gen, updates=cfg.updates))
     with torch.no_grad(), single_thread():
-        for t, mean_reward in enumerate(steps):
+        for t, r in enumerate(steps):
             opt.lr = cfg.lr * (1 - decay * (t + 1))              # rate for the next step: linear decay to
                                                                  # lr·final_lr_frac lets sampled SGD settle
-            reward[t] = mean_reward
+            rewards.append(r)
             if (t + 1) % cfg.record_every == 0:
                 i = (t + 1) // cfg.record_every
                 thetas[i] = policy.theta
                 if on_record is not None:
                     on_record(t + 1, torch.softmax(thetas[i], -1))
     probs = torch.softmax(thetas, -1)
+    reward = torch.stack(rewards).mean(-1)                     # (steps, R): mean sampled reward per step
     wall = time.perf_counter() - t0
     # π* in log space and float64: at β = 0.001 the worst arm's π* is e^-800, 0 in float32, and KL(π ‖ π*)
     # must stay finite (it is large, not infinite)

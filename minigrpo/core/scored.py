@@ -12,6 +12,7 @@ count, the wrong shape, or NaN/inf fails loudly and by name.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import BuiltinFunctionType, FunctionType, MethodType
 
@@ -161,7 +162,9 @@ def check_rewards(r, shape: tuple, reward_fn=None) -> Tensor:
         else:
             raise ValueError(f"reward {reward_name(reward_fn)!r} returned shape {tuple(r.shape)}; expected (P, G) = "
                              f"{shape} (one reward per completion)")
-    if not torch.isfinite(r).all():
+    # a finite sum means finite rewards (one op, where isfinite().all() takes four); a sum that overflowed is
+    # checked element by element
+    if not math.isfinite(r.sum().item()) and not torch.isfinite(r).all():
         bad = (~torch.isfinite(r)).nonzero()[0].tolist()
         raise ValueError(f"reward {reward_name(reward_fn)!r} returned a non-finite value {r[tuple(bad)].item()} at "
                          f"(prompt, completion) = {tuple(bad)}; rewards must be finite numbers")

@@ -259,6 +259,8 @@ def _non_finite_message(**tensors) -> str:
 def _to_device(s: Scored, dev) -> Scored:
     from minigrpo.core.scored import StepRewards
 
+    if s.r.device == dev and not s.components and not s.applicable and s.valid is None and s.steps is None:
+        return s                                  # a bare reward already there (a bandit's): nothing to move
     steps = None if s.steps is None else StepRewards(s.steps.values.to(dev), s.steps.ends.to(dev),
                                                        s.steps.present.to(dev))
     return Scored(s.r.to(dev), {k: v.to(dev) for k, v in s.components.items()},
