@@ -23,6 +23,10 @@ task's problems as rows with an ``answer`` column, and ``Task.dataset`` writes t
 ``datasets.Dataset``, so a reward written for your data runs on a built-in task unchanged, and the
 other way round.
 
+A ``.jsonl`` file is first scanned a line at a time, holding at most ``lines.MAX_LINE_BYTES`` (1 MiB)
+of a line: a longer line is refused, naming the file, the line and the limit, before any reader
+parses it.
+
 Held-out rows are fixed by a hash of the prompt (``in_held_out``), as for the tasks: the same rows
 are held out on every run and every seed.
 """
@@ -34,6 +38,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minigrpo.lm.lines import first_long_line, long_line_message
 from minigrpo.lm.models import looks_like_path
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -147,6 +152,10 @@ def read_dataset(source: str, split: str = "train", config: str | None = None):
                              f"{', '.join(FORMATS)}, or a folder written by save_to_disk")
         if _blank(path):
             raise ValueError(f"data {source!r} is empty; it needs a row per prompt, with a 'prompt' column")
+        if path.suffix.lower() == ".jsonl":        # one row a line: a line over the limit is refused unread
+            long = first_long_line(path)
+            if long is not None:
+                raise ValueError(f"data {long_line_message(source, *long)}")
         try:
             return datasets.load_dataset(kind, data_files=str(path), split=split)
         except Exception as e:                      # datasets wraps reader errors in its own types

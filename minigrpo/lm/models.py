@@ -99,9 +99,8 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
     if not path.exists() and looks_like_path(name):
         raise FileNotFoundError(f"model checkpoint path {name!r} does not exist; give a folder written by "
                                 "save_pretrained (e.g. assets/anchors/addition) or a hub id such as gpt2")
-    if path.exists() and not (path / "config.json").exists():
-        raise FileNotFoundError(f"model checkpoint folder {name!r} has no config.json; it is not a "
-                                "save_pretrained folder")
+    if path.exists():
+        check_causal_lm_folder(path, name)
     src = str(path) if path.exists() else name
     try:
         with quiet_transformers():
@@ -118,6 +117,71 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
         if config is not None and getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.pth")
+NOT_CAUSAL = {"ForSequenceClassification": "a sequence-classification model",
+              "ForTokenClassification": "a token-classification model",
+              "ForQuestionAnswering": "a question-answering model",
+              "ForMaskedLM": "a masked LM",
+              "ForMultipleChoice": "a multiple-choice model",
+              "ForConditionalGeneration": "an encoder-decoder or multimodal model",
+              "ForSeq2SeqLM": "a sequence-to-sequence model",
+              "ForImageClassification": "an image-classification model",
+              "ForAudioClassification": "an audio-classification model"}
+
+
+def check_causal_lm_folder(path: Path, name: str | None = None) -> None:
+    """Refuse, in one line naming the folder and the part that is wrong, a local ``--model`` that is
+    not a causal LM's ``save_pretrained`` folder: not a folder, no config.json, a config.json that is
+    not a JSON object, no weights file (``*.safetensors``/``*.bin``), or an architecture that does not
+    generate text — ``architectures`` naming a ``…ForSequenceClassification`` (the shipped reward
+    models) or another head, or a model type transformers' ``AutoModelForCausalLM`` has no class for.
+    Read from config.json alone, before any weight is loaded."""
+    import json
+
+    name = name or str(path)
+    if not path.is_dir():
+        raise NotADirectoryError(f"--model {name!r} is a file, not a model folder; give a folder written by "
+                                 "save_pretrained (config.json + weights)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"model folder {name!r} has no config.json; it is not a save_pretrained folder "
+                                "(give a folder with config.json and weights, e.g. a minigrpo sft anchor)")
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"model folder {name!r}: config.json is not valid JSON ({e}); re-save the model with "
+                         "save_pretrained") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"model folder {name!r}: config.json holds a {type(meta).__name__}, not a JSON object")
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_FILES):
+        raise FileNotFoundError(f"model folder {name!r} has config.json but no weights (no *.safetensors or *.bin "
+                                "file); copy the weights in, or re-save the model with save_pretrained")
+    archs = meta.get("architectures") or []
+    archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+    for arch in archs:
+        if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
+            return
+    for arch in archs:
+        for suffix, what in NOT_CAUSAL.items():
+            if arch.endswith(suffix):
+                raise ValueError(f"model folder {name!r} is {what} ({arch}), not a causal LM; --model wants a causal "
+                                 "LM (architectures …ForCausalLM/…LMHeadModel) such as a minigrpo sft anchor "
+                                 "(minigrpo sft) or a hub model like gpt2")
+    model_type = meta.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ValueError(f"model folder {name!r}: config.json names no model_type; it is not a transformers "
+                         "model config (re-save the model with save_pretrained)")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    auto_map = meta.get("auto_map")
+    if isinstance(auto_map, dict) and "AutoModelForCausalLM" in auto_map:       # the model's own code says
+        return
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(f"model folder {name!r}: model_type={model_type!r} has no causal-LM class in transformers "
+                         f"(architectures {archs or 'not given'}); --model wants a causal LM such as a minigrpo sft "
+                         "anchor or gpt2")
 
 
 def newest_checkpoint(path: Path) -> Path:

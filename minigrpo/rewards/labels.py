@@ -13,6 +13,10 @@ Labels serve twice: ``LabelReward`` turns them into a reward component (an unlab
 *not applicable*, so it is left out of the baseline rather than scored 0), and ``labels_to_pairs``
 turns them into preference pairs (each good completion of a prompt preferred to each bad one) for
 ``reward_model.train_reward_model`` — which then scores the completions nobody labelled.
+
+The file is read a line at a time within the size limits of ``lm/lines.py`` (1 MiB a line, 64 Ki
+characters a text); a line over them, or not UTF-8, is one bad line (an error, or with
+``strict=False`` a counted skip), never a whole-file refusal.
 """
 from __future__ import annotations
 
@@ -21,7 +25,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minigrpo.lm.lines import check_text, jsonl_records
 from minigrpo.rewards.preferences import PreferencePair
+
+
+class Labels(list):
+    """The labels of a file (a list of ``Label``) that remembers where it came from — ``source``, the
+    file, and ``skipped``, the lines skipped by reason — so ``labels_to_pairs`` can say truly why a
+    file gives no pair."""
+
+    def __init__(self, labels=(), source: str | None = None, skipped: Counter | None = None):
+        super().__init__(labels)
+        self.source, self.skipped = source, skipped if skipped is not None else Counter()
 
 GOOD = {"good", "1", "true", "yes", "👍", "up"}
 BAD = {"bad", "0", "false", "no", "👎", "down"}
@@ -54,6 +69,8 @@ def parse_label(record, where: str) -> Label:
                          "'completion' strings")
     if "label" not in record and "steps" not in record:
         raise ValueError(f"{where}: needs 'label' (good/bad) or 'steps' (a list of 1/0/null)")
+    check_text(record["prompt"], where, "prompt")
+    check_text(record["completion"], where, "completion")
     good = _parse_good(record["label"], where) if "label" in record else None
     steps = record.get("steps")
     if steps is not None:
@@ -64,28 +81,36 @@ def parse_label(record, where: str) -> Label:
     return Label(record["prompt"], record["completion"], good, steps, record.get("annotator"))
 
 
-def load_labels(path: str | Path, strict: bool = True) -> tuple[list[Label], Counter]:
-    """Labels from JSONL. ``strict``: a bad line raises naming the file and line; otherwise it is skipped
-    and counted (the Counter maps a reason to how many lines it hit)."""
+def load_labels(path: str | Path, strict: bool = True) -> tuple[Labels, Counter]:
+    """Labels from JSONL, a line at a time within the limits of ``lm/lines.py``. ``strict``: a bad line
+    raises naming the file and line; otherwise it is skipped and counted (the Counter maps a reason to
+    how many lines it hit). The labels come as ``Labels``, which remember the file for ``labels_to_pairs``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"label file {str(path)!r} does not exist")
-    labels, skipped = [], Counter()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
+    if path.is_dir():
+        raise IsADirectoryError(f"label file {str(path)!r} is a folder; give a JSONL file of labels")
+    labels, skipped = Labels(source=str(path)), Counter()
+    for where, record in jsonl_records(path):
         try:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+            if isinstance(record, ValueError):
+                raise record
             labels.append(parse_label(record, where))
         except ValueError as e:
             if strict:
                 raise
-            skipped[str(e).split(": ", 1)[1].split(" (")[0].split(";")[0]] += 1
+            skipped[_reason(str(e))] += 1
+    labels.skipped = skipped
     return labels, skipped
+
+
+def _reason(message: str) -> str:
+    """The kind of problem in a line's error, without its location or contents."""
+    text = message.split(": ", 1)[-1]
+    for key in ("over the limit", "not UTF-8", "not valid JSON"):
+        if key in text:
+            return key
+    return text.split(" (")[0].split(";")[0]
 
 
 def append_label(path: str | Path, label: Label) -> None:
@@ -109,13 +134,43 @@ def latest(labels: list[Label]) -> dict[tuple[str, str], Label]:
     return {(l.prompt, l.completion): l for l in labels}
 
 
-def labels_to_pairs(labels: list[Label]) -> list[PreferencePair]:
-    """Each good completion of a prompt preferred to each bad one of the same prompt."""
+def labels_to_pairs(labels: list[Label], source: str | None = None) -> list[PreferencePair]:
+    """Each good completion of a prompt preferred to each bad one of the same prompt.
+
+    For labels read from a file (``load_labels``, or ``source`` given) that give no pair, a ValueError
+    says truly why: the file is empty, every line was skipped, or no prompt has both a 👍 and a 👎."""
     by_prompt: dict[str, dict[str, list[str]]] = {}
     for l in latest(labels).values():
         if l.good is not None:
             by_prompt.setdefault(l.prompt, {"good": [], "bad": []})["good" if l.good else "bad"].append(l.completion)
-    return [PreferencePair(p, g, b) for p, d in by_prompt.items() for g in d["good"] for b in d["bad"]]
+    pairs = [PreferencePair(p, g, b) for p, d in by_prompt.items() for g in d["good"] for b in d["bad"]]
+    source = source or getattr(labels, "source", None)
+    if not pairs and source is not None:
+        raise ValueError(no_pair_message(labels, source))
+    return pairs
+
+
+def no_pair_message(labels: list[Label], source: str) -> str:
+    """Why the labels of ``source`` give no preference pair, in one line."""
+    name = Path(source).name
+    skipped = getattr(labels, "skipped", None) or {}
+    why = ", ".join(f"{n} {r}" for r, n in skipped.items())
+    if not labels:
+        if skipped:
+            return f"{name}: every labelled line was skipped ({why}); no label is left, so no pair can be made"
+        return f"{name} is empty; label some completions 👍 and some 👎 of the same prompts"
+    kept = latest(labels).values()
+    good = sum(l.good is True for l in kept)
+    bad = sum(l.good is False for l in kept)
+    said = f"{name}: {len(labels)} label{'s' * (len(labels) != 1)}"
+    if good == bad == 0:
+        return f"{said}, all step labels (no good/bad): no pair can be made; give some a 'label' of 👍 or 👎"
+    if bad == 0:
+        return f"{said}, all 👍: no pair can be made; label some completions 👎"
+    if good == 0:
+        return f"{said}, all 👎: no pair can be made; label some completions 👍"
+    return (f"{said} ({good} 👍, {bad} 👎), but no prompt has both a 👍 and a 👎 completion: no pair can be made; "
+            "label good and bad completions of the same prompts")
 
 
 @dataclass

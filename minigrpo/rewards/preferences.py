@@ -8,7 +8,10 @@ A reward model learns from comparisons. They arrive as
 
 Bad records are never passed on to training: ``load_preferences`` raises naming the file and line,
 or with ``strict=False`` skips them and counts why. Identical pairs (chosen == rejected) carry no
-preference and are rejected the same way.
+preference and are rejected the same way. The file is read a line at a time within the size limits
+of ``lm/lines.py`` (1 MiB a line, 64 Ki characters a text, 100 completions a ranking), so memory
+stays bounded whatever the file holds; pairs whose texts differ but that the reward model's
+tokenizer maps to the same ids are caught when training starts (``reward_model.distinct_pairs``).
 
 Humans are slow to ask in a test, so a *synthetic rater* stands in: a hidden scoring rule over
 candidate answers. ``synthetic_preferences`` draws candidates for task prompts, ranks them by the
@@ -21,11 +24,12 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from minigrpo.lm.lines import MAX_RANKING, check_text, jsonl_records
 from minigrpo.lm.tasks import candidate_answers
 
 
@@ -34,6 +38,7 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
+    where: str | None = field(default=None, compare=False, repr=False)     # file:line it was read from
 
 
 def pairs_from_ranking(prompt: str, ranking: list[str]) -> list[PreferencePair]:
@@ -51,6 +56,8 @@ def check_pair(record, where: str) -> PreferencePair:
     """A record → PreferencePair, or ValueError saying what is wrong at ``where``."""
     if isinstance(record, _BadJSON):
         raise ValueError(f"{where}: not valid JSON ({record.msg})")
+    if isinstance(record, ValueError):            # a line the reader could not use (lm/lines.jsonl_records)
+        raise record
     if not isinstance(record, dict):
         raise ValueError(f"{where}: a preference must be a JSON object, got {type(record).__name__}")
     missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
@@ -60,10 +67,17 @@ def check_pair(record, where: str) -> PreferencePair:
     bad = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record[k], str)]
     if bad:
         raise ValueError(f"{where}: field(s) {bad} must be strings")
+    for k in ("prompt", "chosen", "rejected"):
+        check_text(record[k], where, k)
     if record["chosen"] == record["rejected"]:
-        raise ValueError(f"{where}: chosen and rejected are identical ({record['chosen']!r}); such a pair "
+        raise ValueError(f"{where}: chosen and rejected are identical ({_clip(record['chosen'])}); such a pair "
                          "states no preference")
-    return PreferencePair(record["prompt"], record["chosen"], record["rejected"])
+    return PreferencePair(record["prompt"], record["chosen"], record["rejected"], where)
+
+
+def _clip(text: str, n: int = 60) -> str:
+    r = repr(text)
+    return r if len(r) <= n else r[:n - 1] + "…"
 
 
 @dataclass
@@ -84,9 +98,16 @@ def record_pairs(rec, where: str) -> list[PreferencePair]:
         if not isinstance(rec.get("prompt"), str) or not isinstance(rec["ranking"], list) \
                 or not all(isinstance(c, str) for c in rec["ranking"]):
             raise ValueError(f"{where}: a ranking needs 'prompt' (a string) and 'ranking' (a list of strings)")
-        got = pairs_from_ranking(rec["prompt"], rec["ranking"])
+        if len(rec["ranking"]) > MAX_RANKING:
+            raise ValueError(f"{where}: the ranking has {len(rec['ranking'])} completions, over the limit of "
+                             f"{MAX_RANKING} a ranking (MAX_RANKING in minigrpo/lm/lines.py); split it")
+        check_text(rec["prompt"], where, "prompt")
+        for i, c in enumerate(rec["ranking"]):
+            check_text(c, where, f"ranking[{i}]")
+        got = [PreferencePair(p.prompt, p.chosen, p.rejected, where) for p in pairs_from_ranking(rec["prompt"], rec["ranking"])]
         if not got:
-            raise ValueError(f"{where}: the ranking {rec['ranking']!r} has fewer than two different completions")
+            raise ValueError(f"{where}: the ranking {_clip(str(rec['ranking']))} has fewer than two different "
+                             "completions")
         return got
     return [check_pair(rec, where)]
 
@@ -108,29 +129,41 @@ def parse_preferences(records, source: str = "preferences", strict: bool = True,
 
 def _reason(message: str) -> str:
     """The kind of problem in a record error, without the record's location or contents."""
-    for key in ("missing field", "identical", "must be strings", "must be a JSON object", "a ranking",
-                "fewer than two", "not valid JSON"):
+    for key in ("over the limit", "not UTF-8", "not valid JSON", "missing field", "identical", "must be strings",
+                "must be a JSON object", "a ranking", "fewer than two"):
         if key in message:
             return key
     return "invalid"
 
 
 def load_preferences(path: str | Path, strict: bool = True) -> tuple[list[PreferencePair], LoadReport]:
-    """Read a JSONL file of pairs and/or rankings (see the module docstring). Errors name the file
-    and line; with ``strict=False`` bad lines are skipped and counted in the report."""
+    """Read a JSONL file of pairs and/or rankings (see the module docstring), a line at a time within
+    the limits of ``lm/lines.py``. Errors name the file and line; with ``strict=False`` bad lines are
+    skipped and counted in the report. A file that gives no pair at all raises, saying why (empty, or
+    every line skipped)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"preference file {str(path)!r} does not exist")
-    records, wheres = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    if path.is_dir():
+        raise IsADirectoryError(f"preference file {str(path)!r} is a folder; give a JSONL file of pairs")
+    pairs, skipped, lines = [], Counter(), 0
+    for where, rec in jsonl_records(path):
+        lines += 1
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            records.append(_BadJSON(e.msg))
-        wheres.append(f"{path}:{n}")
-    return parse_preferences(records, str(path), strict, wheres)
+            pairs += record_pairs(rec, where)
+        except ValueError as e:
+            if strict:
+                raise
+            skipped[_reason(str(e))] += 1
+    report = LoadReport(len(pairs), skipped)
+    if not pairs:
+        if not lines:
+            raise ValueError(f"preference file {str(path)!r} is empty; it needs one JSON object a line: "
+                             '{"prompt": …, "chosen": …, "rejected": …} or {"prompt": …, "ranking": […]}')
+        raise ValueError(f"preference file {str(path)!r}: all {lines} records were skipped "
+                         f"({', '.join(f'{n} {why}' for why, n in skipped.items())}); no pair "
+                         "is left to train on")
+    return pairs, report
 
 
 class _BadJSON:
@@ -141,7 +174,8 @@ class _BadJSON:
 def save_preferences(pairs: list[PreferencePair], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(asdict(p)) + "\n" for p in pairs))
+    path.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
+                            for p in pairs))
     return path
 
 

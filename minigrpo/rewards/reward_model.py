@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,17 +129,29 @@ class RewardModel:
 
     def encode(self, prompts: list[str], completions: list[str]) -> tuple[Tensor, Tensor]:
         """Right-padded ids and attention mask (N, L) of prompt + completion (+ EOS when it differs from
-        the pad token, so the head reads a fixed end-of-text position)."""
+        the pad token, so the head reads a fixed end-of-text position). Tokenized with truncation up
+        front (``token_rows``): a long text never yields more than the model's context of ids."""
         tok = self.tokenizer
         eos = [tok.eos_token_id] if tok.eos_token_id is not None and tok.eos_token_id != tok.pad_token_id else []
-        rows = [tok.encode(p + c, add_special_tokens=False)[-(self.max_length - len(eos)):] + eos
-                for p, c in zip(prompts, completions)]
+        rows = [r + eos for r in self.token_rows([p + c for p, c in zip(prompts, completions)], len(eos))]
         L = max(len(r) for r in rows)
         ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long)
         att = torch.zeros(len(rows), L, dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, :len(r)], att[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
         return ids.to(self.device), att.to(self.device)
+
+    def token_rows(self, texts: list[str], reserve: int = 0) -> list[list[int]]:
+        """Each text's ids, cut to its last ``max_length − reserve`` tokens by the tokenizer itself
+        (``truncation=True``, from the left: the completion's end is what the head reads)."""
+        tok = self.tokenizer
+        side = getattr(tok, "truncation_side", "right")
+        tok.truncation_side = "left"
+        try:
+            return tok(list(texts), add_special_tokens=False, truncation=True,
+                       max_length=max(self.max_length - reserve, 1))["input_ids"]
+        finally:
+            tok.truncation_side = side
 
     def raw(self, prompts: list[str], completions: list[str]) -> Tensor:
         """r_φ before standardisation (N,), with gradients."""
@@ -176,15 +190,57 @@ class RMTrainConfig:
         check_fields(self)
 
 
+def distinct_pairs(rm: RewardModel, pairs: list[PreferencePair], strict: bool = True,
+                   skipped: Counter | None = None) -> list[PreferencePair]:
+    """The pairs whose chosen and rejected the reward model can tell apart: prompt + chosen and prompt +
+    rejected must tokenize (as ``RewardModel.encode`` reads them) to different ids. A pair that does not
+    — "✓" vs "✗" under a character tokenizer that knows neither, both ``<unk>`` — would be scored a tie
+    forever and count as wrong. ``strict``: such a pair raises a ValueError naming where it was read
+    and both texts; otherwise it is dropped and counted in ``skipped``."""
+    if not pairs:
+        return pairs
+    chosen = rm.token_rows([p.prompt + p.chosen for p in pairs])
+    rejected = rm.token_rows([p.prompt + p.rejected for p in pairs])
+    kept = []
+    for p, a, b in zip(pairs, chosen, rejected):
+        if a != b:
+            kept.append(p)
+            continue
+        if strict:
+            clip = lambda t: repr(t) if len(repr(t)) <= 40 else repr(t)[:39] + "…"
+            raise ValueError(f"{p.where or 'a preference pair'}: chosen {clip(p.chosen)} and rejected "
+                             f"{clip(p.rejected)} differ, but the reward model's tokenizer maps them to the same "
+                             "token ids (characters it does not know, e.g. both <unk>, or a difference past its "
+                             "context), so the pair states no preference it can learn; fix or drop the pair "
+                             "(--skip-bad skips such pairs)")
+        if skipped is not None:
+            skipped["same token ids"] += 1
+    return kept
+
+
 def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs: list[PreferencePair] | None = None,
-                       cfg: RMTrainConfig | None = None, on_eval=None) -> list[dict]:
+                       cfg: RMTrainConfig | None = None, on_eval=None, skip_bad: bool | None = None) -> list[dict]:
     """Fit r_φ to ``pairs`` with the Bradley–Terry loss; return the history (loss, train accuracy, and
     held-out pair accuracy every ``eval_every`` steps). Sets the standardisation from the training
     completions at the end. A NaN or ±inf loss or gradient norm raises ``FloatingPointError`` (naming the
-    step and ``lr``) before the optimizer touches the weights, as do scores that are not finite at the end."""
+    step and ``lr``) before the optimizer touches the weights, as do scores that are not finite at the end.
+
+    Pairs the model's tokenizer cannot tell apart are refused first (``distinct_pairs``); with
+    ``skip_bad`` (default: ``cfg.skip_bad`` where the config has it, as ``RewardModelJob`` does) they are
+    dropped, counted in ``rm.skipped`` and reported in one warning."""
     cfg = cfg or RMTrainConfig()
     if not pairs:
         raise ValueError("train_reward_model: no preference pairs to train on (pairs=[])")
+    skip_bad = bool(getattr(cfg, "skip_bad", False)) if skip_bad is None else skip_bad
+    rm.skipped = Counter()
+    pairs = distinct_pairs(rm, pairs, not skip_bad, rm.skipped)
+    test_pairs = distinct_pairs(rm, list(test_pairs or []), not skip_bad, rm.skipped) or None
+    if rm.skipped:
+        warnings.warn(f"skipped {rm.skipped['same token ids']} preference pair(s) whose chosen and rejected the "
+                      "reward model's tokenizer maps to the same token ids (--skip-bad)")
+    if not pairs:
+        raise ValueError("reward-model: every training pair's chosen and rejected tokenize to the same ids under "
+                         "the reward model's tokenizer; no pair is left to train on")
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in rm.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
