@@ -1,5 +1,5 @@
 """A resume continues a run as it was (issue 17, cases 6 and 7): a config.json edited after the run started, a
-truncated one, ``--steps`` below the run's own, and rewards given in code that are missing or different on
+truncated one, ``--steps`` not above the steps done, and rewards given in code that are missing or different on
 resume are each refused with one line that says what differs, and nothing is appended to the run folder.
 
 The command-line cases run ``python -m minigrpo.cli`` in a subprocess on the shipped tiny addition anchor (a
@@ -88,10 +88,11 @@ def test_raising_steps_continues_the_run_and_config_json_says_so(run):
     assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
 
 
-def test_steps_below_the_runs_own_is_one_line(run):
+@pytest.mark.parametrize("steps", [1])
+def test_steps_not_above_the_steps_done_is_one_line(run, steps):
     metrics = (run / "metrics.jsonl").read_bytes()
-    line = error_line(cli("train", "--resume", str(run), "--steps", "1", "--json"))
-    assert "steps=1" in line and "below the 2 steps" in line and "2 done" in line
+    line = error_line(cli("train", "--resume", str(run), "--steps", str(steps), "--json"))
+    assert f"steps={steps}" in line and "not above the 2 steps" in line and "cannot undo steps" in line
     assert (run / "metrics.jsonl").read_bytes() == metrics
 
 

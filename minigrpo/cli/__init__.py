@@ -7,7 +7,11 @@ a small dataclass per command below.
 
 ``cli/flags.py`` derives the flags and reads their text as the fields' declared types (the reading a
 YAML config file gets too); the config's own validation judges the values, so any bad input ends in
-one line, ``minigrpo <command>: error: …``, and exit code 2.
+one line, ``minigrpo <command>: error: …``, and exit code 2: a config file that does not read (named, with
+the line and column where the parser gives them), a device this torch cannot use, a full disk (naming the
+file and the checkpoint to resume from). ``minigrpo train`` stopped by SIGINT or SIGTERM finishes the step
+it is running, writes a checkpoint and says, in one line, how to resume; it exits 130 or 143 (128 + the
+signal's number).
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ class TrainFlags:
 @dataclass
 class SFTFlags:
     digits: int | None = None          # addition: digits per operand (sets task_args.digits)
-    device: str = "auto"               # auto (cuda, then mps, then cpu), or a torch device
+    device: str = "auto"               # auto (cuda, then mps, then cpu), or a device this torch can use here
     # The anchor's folder (checked before training; an earlier anchor there is replaced whole; never the
     # package's shipped assets unless MINIGRPO_WRITE_ASSETS=1); None: a new folder
     # runs/sft-<task, or the data file's name>-<date>-<time>.
@@ -140,7 +144,31 @@ def train_config(settings: dict, config_file: str | None = None, digits: int | N
     return TrainConfig(**data)
 
 
+def stopped_line(e) -> str:
+    """What ``minigrpo train`` says when a signal stopped it (``runs.errors.Interrupted``)."""
+    if e.run_dir is None or e.checkpoint is None:
+        return f"minigrpo train: stopped by {e.signal} before the first checkpoint; nothing was saved (no run folder left)"
+    if e.step is not None:
+        return f"minigrpo train: stopped by {e.signal} after step {e.step}; resume with: minigrpo train --resume {e.run_dir}"
+    return (f"minigrpo train: stopped by {e.signal}; resume with: minigrpo train --resume {e.run_dir} (its last "
+            f"checkpoint: {e.checkpoint})")
+
+
 def cmd_train(flags: dict, settings: dict) -> int:
+    """``minigrpo train``; SIGINT or SIGTERM stops it at the next safe point (``runs/stop.py``) with one line
+    naming the run folder to resume and exit code 128 + the signal's number (130, 143)."""
+    from minigrpo.runs.errors import Interrupted
+    from minigrpo.runs.stop import GracefulStop, exit_code
+
+    try:
+        with GracefulStop() as stop:
+            return _train(flags, settings, stop)
+    except Interrupted as e:
+        print(stopped_line(e), file=sys.stderr, flush=True)
+        return exit_code(e.signal)
+
+
+def _train(flags: dict, settings: dict, stop) -> int:
     from minigrpo.runs.lm_run import train_lm
 
     if flags["resume"]:
@@ -152,10 +180,11 @@ def cmd_train(flags: dict, settings: dict) -> int:
             raise ValueError(f"{', '.join(ignored)} cannot be given with --resume, which continues the run with its "
                              "saved settings; only --steps (to train further) and --json are allowed")
         cfg = resume_config(flags["resume"], settings.get("steps"))
-        result = train_lm(cfg, resume=flags["resume"], progress=not flags["json"])
+        result = train_lm(cfg, resume=flags["resume"], progress=not flags["json"], stop=stop)
     else:
         cfg = train_config(settings, flags["config"], flags["digits"])
-        result = train_lm(cfg, progress=not flags["json"])
+        result = train_lm(cfg, progress=not flags["json"], stop=stop)
+    stop.disarm()                      # the run is over: a signal now is an ordinary interrupt
     if not result.main:                # one of several processes (accelerate launch): the main one reports
         return 0
     nan_to_none = lambda x: None if x != x else x
@@ -212,7 +241,10 @@ def cmd_sft(flags: dict, settings: dict) -> int:
 
     if flags["digits"] is not None:
         settings["task_args"] = {**settings.get("task_args", {}), "digits": flags["digits"]}
+    from minigrpo.runs.config import check_device
+
     cfg = SFTConfig(**settings)
+    check_device(flags["device"])               # only a device this torch can use here (not meta, not cuda:7 on 1 GPU)
     pick_device(flags["device"])                # a device this machine lacks fails before a folder is made
     new_folder = lambda name: new_run_dir(Path("runs"), f"sft-{name}")    # name: the task or the data file's
     out = build_anchor(cfg, flags["out"] or new_folder, device=flags["device"])
@@ -315,5 +347,8 @@ def main(argv=None) -> int:
             return 2
         print(f"minigrpo {name}: stopped: {str(e).replace(chr(10), ' ')}", file=sys.stderr)   # checkpoints intact
         return 1
+    except KeyboardInterrupt:               # Ctrl-C outside a run's own handling (flags, imports, other commands)
+        print(f"minigrpo {name}: stopped by SIGINT", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = plain_format

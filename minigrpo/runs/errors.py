@@ -8,3 +8,21 @@ class NothingToLearnWarning(UserWarning):
 
 class NothingToLearn(RuntimeError):
     """The run's first steps all taught nothing; the message gives the likely cause."""
+
+
+class DiskFull(OSError):
+    """No space left on the device while the run folder was being written; the message names the file and
+    what to do (free space, then resume from the last checkpoint, or start again when there is none)."""
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGINT, SIGTERM) at a safe point (``runs/stop.py``).
+
+    ``signal``: its name; ``step``: the last step completed (None: stopped before the first step);
+    ``run_dir``: the run folder (None: none was made, or the one made was removed); ``checkpoint``: the name
+    of the checkpoint to resume from (None: there is none). A BaseException, like KeyboardInterrupt, so that
+    no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signal: str, step: int | None = None, run_dir=None, checkpoint: str | None = None):
+        super().__init__(signal, step, run_dir, checkpoint)
+        self.signal, self.step, self.run_dir, self.checkpoint = signal, step, run_dir, checkpoint

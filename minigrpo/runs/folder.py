@@ -35,6 +35,8 @@ lock when its process dies, even by SIGKILL, so a run killed mid-way resumes wit
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,11 +56,40 @@ import torch
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _errors(e: BaseException):
+    """``e`` and the exceptions it was raised from or during."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def is_disk_full(e: BaseException, where: Path | None = None) -> bool:
+    """Whether ``e`` says the disk (or the quota) is full: an OSError with errno ENOSPC/EDQUOT, or a library's
+    error wrapping one (safetensors: "No space left on device (os error 28)"; torch.save: "file write failed"
+    from inline_container.cc, which keeps no errno: counted as full when ``where`` has under 64 MiB free)."""
+    for x in _errors(e):
+        if isinstance(x, OSError) and x.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        if any(s in str(x) for s in ("No space left on device", "os error 28", "Disk quota exceeded")):
+            return True
+    if where is not None and any(s in str(e) for s in ("file write failed", "inline_container")):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(where).free < 64 << 20
+    return False
 
 
 def _sha256(path: Path) -> str:
@@ -179,6 +210,23 @@ class RunFolder:
         self.path = Path(path)
         self.ckpt_root = self.path / "checkpoints"
 
+    @contextlib.contextmanager
+    def _writing(self, what: Path):
+        """Turn a full disk while writing ``what`` into ``DiskFull``: one line naming it and what to do."""
+        try:
+            yield
+        except Exception as e:
+            if not is_disk_full(e, what.parent if what.parent.exists() else self.path):
+                raise
+            from minigrpo.runs.errors import DiskFull
+
+            latest = self._latest_name()
+            then = (f"resume with: minigrpo train --resume {self.path} (from {latest})" if latest else
+                    "start the run again (it had no checkpoint yet)")
+            full = DiskFull(f"no space left on device while writing {what}; free space and {then}")
+            full.errno = errno.ENOSPC
+            raise full from None
+
     def lock(self) -> RunLock:
         """Take this folder's ``RunLock`` (the folder must exist); release it when the run ends."""
         return RunLock().acquire(self.path)
@@ -186,7 +234,8 @@ class RunFolder:
     # --- files written as the run goes -----------------------------------------------------------
     def create(self, config: dict) -> "RunFolder":
         self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.path / "config.json", json.dumps(config, indent=2))
+        with self._writing(self.path / "config.json"):
+            _atomic_write_text(self.path / "config.json", json.dumps(config, indent=2))
         return self
 
     def read_config(self) -> dict:
@@ -207,7 +256,8 @@ class RunFolder:
         return data
 
     def write_json(self, name: str, obj) -> None:
-        _atomic_write_text(self.path / name, json.dumps(obj, indent=2))
+        with self._writing(self.path / name):
+            _atomic_write_text(self.path / name, json.dumps(obj, indent=2))
 
     def read_json(self, name: str):
         """A JSON file of the run folder, or None when it has none."""
@@ -215,7 +265,7 @@ class RunFolder:
         return json.loads(f.read_text()) if f.exists() else None
 
     def append(self, name: str, record: dict) -> None:
-        with open(self.path / name, "a") as f:
+        with self._writing(self.path / name), open(self.path / name, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def read(self, name: str) -> list[dict]:
@@ -243,7 +293,8 @@ class RunFolder:
         f = self.path / name
         if f.exists():
             keep = [r for r in self.read(name) if r.get("step", 0) <= after_step]
-            _atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in keep))
+            with self._writing(f):
+                _atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in keep))
 
     # --- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, step: int, model, tokenizer, state: dict, keep: int = 2,
@@ -260,8 +311,21 @@ class RunFolder:
         if bad is not None:
             raise FloatingPointError(f"checkpoint {name} not written: {bad} holds NaN or inf; the last good "
                                      f"checkpoint ({self._latest_name() or 'none yet'}) is kept")
-        self.ckpt_root.mkdir(parents=True, exist_ok=True)
         final, tmp = self.ckpt_root / name, self.ckpt_root / f".tmp-{name}"
+        with self._writing(final):
+            try:
+                self._write_checkpoint(step, name, final, tmp, model, tokenizer, state, config)
+            except BaseException:           # a full disk, a signal, an error: no half-written folder is left
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        done = sorted(p for p in self.ckpt_root.glob("step-*") if p.is_dir())
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _write_checkpoint(self, step, name, final, tmp, model, tokenizer, state, config) -> None:
+        """The writes of ``save_checkpoint``: ``tmp`` filled and flushed, renamed to ``final``, ``latest``."""
+        self.ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         from minigrpo.lm.models import quiet_transformers
@@ -285,10 +349,6 @@ class RunFolder:
         _fsync_dir(self.ckpt_root)
         _atomic_write_text(self.ckpt_root / "latest", name)
         _fsync_dir(self.ckpt_root)
-        done = sorted(p for p in self.ckpt_root.glob("step-*") if p.is_dir())
-        for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def _latest_name(self) -> str | None:
         pointer = self.ckpt_root / "latest"

@@ -22,6 +22,7 @@ process writes the run folder, and a run resumes on any number of processes.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch
 
 from minigrpo.core.optimizer import adamw
 from minigrpo.runs.config import OFFLINE, TrainConfig
-from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
+from minigrpo.runs.errors import DiskFull, Interrupted, NothingToLearn, NothingToLearnWarning
 from minigrpo.runs.folder import RunFolder, RunLock
 from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
                                     prompt_source, sample_rows)
@@ -109,9 +110,11 @@ def build_policy(model_src: str, cfg: TrainConfig, device: torch.device, lora_fr
 
 
 def resume_config(run: str | Path, steps: int | None = None) -> TrainConfig:
-    """The settings to resume run folder ``run`` with: its config.json, with ``steps`` raised when given.
-    A config.json that does not read or validate is one error naming the file; ``steps`` below the run's
-    own is refused (a resume continues a run, it cannot shorten it)."""
+    """The settings to resume run folder ``run`` with: its config.json, with ``steps`` as the new target when
+    given. A config.json that does not read or validate is one error naming the file; ``steps`` at or below
+    the steps already done is refused (a resume continues a run, it cannot undo steps). A target below the
+    configured one but above the steps done is allowed (a run resumed with a long target and stopped can be
+    finished sooner), and config.json then says so."""
     folder = RunFolder(run)
     saved = folder.read_config()
     f = folder.path / "config.json"
@@ -121,12 +124,12 @@ def resume_config(run: str | Path, steps: int | None = None) -> TrainConfig:
         raise ValueError(f"{str(f)!r}: {e}; restore it") from None
     if steps is None or steps == cfg.steps:
         return cfg
-    if steps < cfg.steps:
-        latest = folder._latest_name() or ""
-        done = f"{int(latest[5:])} done" if latest.startswith("step-") and latest[5:].isdigit() else "none done yet"
-        raise ValueError(f"steps={steps} (--steps {steps}) is below the {cfg.steps} steps of run folder "
-                         f"{str(folder.path)!r} ({done}); a resume continues a run and cannot shorten it: leave "
-                         f"--steps out to finish it, or give more than {cfg.steps} to train further")
+    latest = folder._latest_name() or ""
+    done = int(latest[5:]) if latest.startswith("step-") and latest[5:].isdigit() else 0
+    if steps <= done:
+        raise ValueError(f"steps={steps} (--steps {steps}) is not above the {done} steps run folder "
+                         f"{str(folder.path)!r} has done (of {cfg.steps}); a resume continues a run and cannot undo "
+                         f"steps: leave --steps out to finish it, or give more than {done}")
     return TrainConfig.from_dict({**saved, "steps": steps})
 
 
@@ -158,7 +161,7 @@ def check_config_unchanged(folder: RunFolder, saved: dict, ckpt: Path) -> None:
 
 def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
              on_step: Callable[[dict], None] | None = None, progress: bool = True,
-             rewards: dict | Callable | None = None) -> TrainResult:
+             rewards: dict | Callable | None = None, stop=None) -> TrainResult:
     """Run GRPO on ``cfg.task`` or ``cfg.data``; or, with ``resume`` (a run folder), continue it from its
     last checkpoint up to ``cfg.steps`` (the saved config is used, except ``steps``, which may be raised;
     ``cfg`` may be None). A resume refuses a config.json edited since the run started (the settings each
@@ -179,15 +182,39 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
 
     That process holds the run folder's lock (``folder.RunLock``) from the start, or the resume, to the end:
     a second writer of the same folder (another ``train --resume RUN``) is refused at once with
-    ``RunFolderInUse``, naming the holder's PID. A run killed outright leaves no lock behind."""
+    ``RunFolderInUse``, naming the holder's PID. A run killed outright leaves no lock behind.
+
+    ``stop``: a ``runs.stop.GracefulStop`` (the command line's): on SIGINT or SIGTERM the step running
+    finishes, a checkpoint is written and ``errors.Interrupted`` is raised, naming the step and the
+    checkpoint to resume from; a signal during setup raises it at once.
+
+    A failed start leaves no half-made run folder: a folder this call made is removed when setup fails after
+    it was made, and when a signal or a full disk (``errors.DiskFull``) ends the run before its first
+    checkpoint. (A run that stops later for other reasons keeps its folder: its metrics say what happened.)"""
     lock = RunLock()
+    made: list = []                    # the run folder this call made, once it is made
     try:
-        return _train_lm(cfg, resume, run_dir, on_step, progress, rewards, lock)
+        return _train_lm(cfg, resume, run_dir, on_step, progress, rewards, lock, stop, made)
+    except BaseException as e:
+        folder = RunFolder(made[0]) if made else None
+        started = bool(made) and made[1]
+        if folder is not None and folder._latest_name() is None and folder.path.exists() and \
+                (not started or isinstance(e, (Interrupted, DiskFull, KeyboardInterrupt))):
+            shutil.rmtree(folder.path, ignore_errors=True)
+            folder = None
+        if isinstance(e, Interrupted):
+            if folder is None and resume is not None:
+                folder = RunFolder(resume)
+            if folder is not None and e.run_dir is None:
+                e.run_dir = folder.path
+                e.checkpoint = folder._latest_name()
+        raise
     finally:
         lock.release()
 
 
-def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, rewards, lock: RunLock) -> TrainResult:
+def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, rewards, lock: RunLock, stop,
+              made: list) -> TrainResult:
     from tqdm.auto import tqdm
 
     from minigrpo.lm.models import load_causal_lm, pick_device
@@ -209,6 +236,9 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
                                   "--resume, or choose another folder")
     processes = Processes.from_environment(cfg.device)    # one, or those accelerate launched
     refuse_unshared(cfg, processes.count)
+    if stop is not None and processes.count > 1:            # each process would stop alone: the default handlers
+        stop.disarm()
+        stop = None
     main = processes.is_main                  # the one process that writes the run folder
     if folder is not None:
         if main:                              # before the checkpoint is read: another writer could be replacing it
@@ -262,8 +292,14 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     data_seconds = time.perf_counter() - tic
     if folder is None:
         if main:
-            folder = RunFolder(run_dir or new_run_dir(Path(cfg.out), f"train-{cfg.name}"))
-            folder.path.mkdir(parents=True, exist_ok=True)
+            if run_dir is None:
+                folder = RunFolder(new_run_dir(Path(cfg.out), f"train-{cfg.name}"))
+                made[:] = [folder.path, False]
+            else:
+                folder = RunFolder(run_dir)
+                if not folder.path.exists():
+                    folder.path.mkdir(parents=True)
+                    made[:] = [folder.path, False]
             lock.acquire(folder.path)          # before a file is written: a run given the same run_dir is refused
             folder.create(cfg.to_dict())
             folder.write_json("rewards.json", describe_reward(reward, rewards is not None))
@@ -314,6 +350,10 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     try:
         if first is not None:
             emit(first)
+        if made:
+            made[1] = True                    # setup is done: the run has started
+        if stop is not None:
+            stop.in_loop = True               # a signal now waits for the step to end
         for t in range(start + 1, cfg.steps + 1):
             tic = time.perf_counter()
             out = take_step(t, beta_ctl.value)             # runs/methods.py: grpo, ppo, offline_grpo, dpo, ipo
@@ -344,12 +384,19 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
                 raise NothingToLearn(f"{flat_message(record, step, T)} Stopped after {t} steps that all taught "
                                      "nothing (run folder kept: " + str(folder.path) + "); to train anyway set "
                                      "stop_after_flat=0 (--stop-after-flat 0)")
-            if (cfg.save_every and t % cfg.save_every == 0) or t == cfg.steps:
+            saved = (cfg.save_every and t % cfg.save_every == 0) or t == cfg.steps
+            if saved:
                 checkpoint(t)
+            if stop is not None and stop.requested and t < cfg.steps:   # SIGINT/SIGTERM: step t is done; save, stop
+                if not saved:
+                    checkpoint(t)
+                raise Interrupted(stop.requested, t, folder.path, folder._latest_name())
             bar.update(1)
             bar.set_postfix(**{k: f"{record[k]:.3f}" for k in ("reward", "kl", "loss") if k in record},
                             **({"acc": f"{record['test_accuracy']:.2f}"} if "test_accuracy" in record else {}))
     finally:
+        if stop is not None:
+            stop.in_loop = False
         bar.close()
         reporters.close()
     pick = lambda key: [r[key] for r in records if key in r]
