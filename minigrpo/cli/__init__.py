@@ -172,7 +172,7 @@ def _train(flags: dict, settings: dict, stop) -> int:
     from minigrpo.runs.lm_run import train_lm
 
     if flags["resume"]:
-        from minigrpo.runs.lm_run import resume_config
+        from minigrpo.runs.resume import resume_config
 
         ignored = [flag_name(name) for name in settings if name != "steps"]
         ignored += [flag_name(name) for name in ("config", "digits") if flags[name] is not None]

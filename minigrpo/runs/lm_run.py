@@ -21,7 +21,6 @@ process writes the run folder, and a run resumes on any number of processes.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import warnings
@@ -34,7 +33,9 @@ import torch
 from minigrpo.core.optimizer import adamw
 from minigrpo.runs.config import OFFLINE, TrainConfig
 from minigrpo.runs.errors import DiskFull, Interrupted, NothingToLearn, NothingToLearnWarning
-from minigrpo.runs.folder import RunFolder, RunLock
+from minigrpo.runs.folder import RunFolder
+from minigrpo.runs.lock import RunLock
+from minigrpo.runs.resume import check_config_unchanged, resume_config  # noqa: F401  (resume_config re-exported)
 from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
                                     prompt_source, sample_rows)
 from minigrpo.runs.parallel import Processes, refuse_unshared
@@ -107,56 +108,6 @@ def build_policy(model_src: str, cfg: TrainConfig, device: torch.device, lora_fr
     policy = CausalLMPolicy(model, tokenizer.pad_token_id, autocast_dtype=autocast,
                             gradient_checkpointing=cfg.gradient_checkpointing)
     return policy, tokenizer
-
-
-def resume_config(run: str | Path, steps: int | None = None) -> TrainConfig:
-    """The settings to resume run folder ``run`` with: its config.json, with ``steps`` as the new target when
-    given. A config.json that does not read or validate is one error naming the file; ``steps`` at or below
-    the steps already done is refused (a resume continues a run, it cannot undo steps). A target below the
-    configured one but above the steps done is allowed (a run resumed with a long target and stopped can be
-    finished sooner), and config.json then says so."""
-    folder = RunFolder(run)
-    saved = folder.read_config()
-    f = folder.path / "config.json"
-    try:
-        cfg = TrainConfig.from_dict(saved)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{str(f)!r}: {e}; restore it") from None
-    if steps is None or steps == cfg.steps:
-        return cfg
-    latest = folder._latest_name() or ""
-    done = int(latest[5:]) if latest.startswith("step-") and latest[5:].isdigit() else 0
-    if steps <= done:
-        raise ValueError(f"steps={steps} (--steps {steps}) is not above the {done} steps run folder "
-                         f"{str(folder.path)!r} has done (of {cfg.steps}); a resume continues a run and cannot undo "
-                         f"steps: leave --steps out to finish it, or give more than {done}")
-    return TrainConfig.from_dict({**saved, "steps": steps})
-
-
-def _shown(value) -> str:
-    return json.dumps(value) if not isinstance(value, float) else f"{value:g}"
-
-
-def check_config_unchanged(folder: RunFolder, saved: dict, ckpt: Path) -> None:
-    """Refuse to resume when config.json (``saved``) differs, apart from ``steps``, from the settings
-    checkpoint ``ckpt`` was trained with (its meta.json): the error lists each differing field, recorded
-    value -> value now. A checkpoint from before settings were recorded is not checked."""
-    recorded = RunFolder.checkpoint_config(ckpt)
-    if recorded is None:
-        return
-    now = json.loads(json.dumps(TrainConfig.from_dict(saved).to_dict()))
-    differ = []
-    for k, was in recorded.items():
-        if k == "steps":
-            continue
-        if k not in saved:
-            differ.append(f"{k} {_shown(was)} -> (missing)")
-        elif k in now and now[k] != was:
-            differ.append(f"{k} {_shown(was)} -> {_shown(now[k])}")
-    if differ:
-        raise ValueError(f"config.json of {str(folder.path)!r} was edited after the run started: {', '.join(differ)}; "
-                         "resume continues a run as it was: restore the file (the settings it trained with are "
-                         f"under 'config' in {str(ckpt / 'meta.json')!r}), or start a new run")
 
 
 def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
