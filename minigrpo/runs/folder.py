@@ -45,6 +45,8 @@ from pathlib import Path
 
 import torch
 
+from minigrpo.lm.saving import fsync_dir as _fsync_dir
+from minigrpo.lm.saving import non_finite as _non_finite
 from minigrpo.runs.lock import RunFolderInUse, RunLock  # noqa: F401  (re-exported: one writer per folder)
 
 
@@ -97,28 +99,6 @@ def _sha256(path: Path) -> str:
 def config_sha256(config: dict) -> str:
     """The fingerprint of a run's settings: the SHA-256 of their canonical JSON (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _non_finite(named_tensors) -> str | None:
-    """The name of the first floating-point tensor holding NaN or ±inf, or None."""
-    for name, t in named_tensors:
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name
-    return None
 
 
 def _tensors_in(obj, prefix: str = ""):
