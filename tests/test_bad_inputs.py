@@ -7,41 +7,21 @@ exit code 2, one ``minigrpo <command>: error: …`` line naming the file or sett
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 
+from cli_subprocess import cli, error_line
 from minigrpo.assets import asset_path
 from minigrpo.lm.lines import MAX_LINE_BYTES, MAX_RANKING, MAX_TEXT_CHARS, jsonl_records
 from minigrpo.lm.models import load_causal_lm
 from minigrpo.rewards.labels import labels_to_pairs, load_labels
 from minigrpo.rewards.preferences import load_preferences
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-ENV.pop("MINIGRPO_WRITE_ASSETS", None)
-TIMEOUT = 600                                   # a loaded 2-core machine: generous
 RM_FOLDER = asset_path("reward_models", "addition-column-checker")
 SMALL_RM = ["--steps", "2", "--batch-size", "4", "--eval-every", "1"]
-
-
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minigrpo.cli", *args], env=ENV, cwd=cwd, capture_output=True,
-                          text=True, timeout=TIMEOUT)
-
-
-def error_line(res: subprocess.CompletedProcess, command: str) -> str:
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [l for l in res.stderr.replace("\r", "\n").splitlines() if f"minigrpo {command}:" in l]
-    assert len(lines) == 1 and lines[0].startswith(f"minigrpo {command}: error: "), res.stderr[-3000:]
-    return lines[0]
 
 
 def good_pairs(n: int = 30) -> list[str]:

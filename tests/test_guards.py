@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import cli_subprocess
+from cli_subprocess import ENV, TIMEOUT, cli
 from minigrpo.assets import asset_path, in_assets
 from minigrpo.cli import main
 from minigrpo.lm.models import TinyGPT2
@@ -28,27 +30,15 @@ from minigrpo.runs.folder import RunFolder, RunFolderInUse, RunLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-ENV.pop("MINIGRPO_WRITE_ASSETS", None)
-TIMEOUT = 600                             # a loaded 2-core machine: generous
 SHAPE = TinyGPT2(n_layer=1, n_embd=16, n_head=2, n_positions=16)
 SMALL_SFT = dict(task="addition", task_args={"digits": 1}, steps=3, batch_size=4, shape=SHAPE)
 
 
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minigrpo.cli", *args], env=ENV, cwd=cwd, capture_output=True,
-                          text=True, timeout=TIMEOUT)
-
-
-def error_line(res: subprocess.CompletedProcess, command: str) -> str:
-    """The one error line of a failed command (tqdm's progress bar may precede it on stderr)."""
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [l for l in res.stderr.replace("\r", "\n").splitlines() if f"minigrpo {command}:" in l]
-    assert len(lines) == 1 and lines[0].startswith(f"minigrpo {command}: error: "), res.stderr[-3000:]
-    assert res.stderr.rstrip().endswith(lines[0])
-    return lines[0]
+def error_line(res, command: str) -> str:
+    """The one error line of a failed command, which is also the last thing on stderr."""
+    line = cli_subprocess.error_line(res, command)
+    assert res.stderr.rstrip().endswith(line)
+    return line
 
 
 def tree_hashes(root: Path) -> dict:

@@ -6,14 +6,12 @@ The command-line cases run ``python -m minigrpo.cli`` in a subprocess on the shi
 few steps) and check the exit code, the one error line and that no traceback was printed.
 """
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_subprocess import cli, error_line
 from minigrpo.runs.config import TrainConfig
 from minigrpo.runs.folder import RunFolder
 from minigrpo.runs.lm_run import train_lm
@@ -21,28 +19,11 @@ from minigrpo.runs.lm_setup import code_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-TIMEOUT = 600                             # a loaded 2-core machine: generous
 SMALL = dict(steps=2, group_size=4, prompts_per_step=2, eval_every=1000, eval_size=4, eval_samples=0,
              save_every=1, device="cpu", seed=3, lr=1e-3)
 FLAGS = ["--task", "addition", "--steps", "2", "--group-size", "4", "--prompts", "2", "--eval-every", "1000",
          "--eval-size", "4", "--eval-samples", "0", "--save-every", "1", "--device", "cpu", "--seed", "3",
          "--lr", "1e-3", "--json"]
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minigrpo.cli", *args], env=ENV, capture_output=True, text=True,
-                          timeout=TIMEOUT)
-
-
-def error_line(res: subprocess.CompletedProcess) -> str:
-    """The one error line of a refused ``minigrpo train`` (tqdm's bar may precede it on stderr)."""
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    lines = [l for l in res.stderr.replace("\r", "\n").splitlines() if "minigrpo train:" in l]
-    assert len(lines) == 1 and lines[0].startswith("minigrpo train: error: "), res.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
