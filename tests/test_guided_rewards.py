@@ -187,6 +187,45 @@ def test_wrong_count_from_a_batch_component_is_named(add):
         RewardSet(tok, {"bad": WrongCount()})(prompts, ids)
 
 
+class Texts:
+    """A batch component that returns text where numbers belong."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def score(self, batch):
+        P, G, _ = batch.shape
+        return [[self.value] * G for _ in range(P)]
+
+
+@pytest.mark.parametrize("value", ["1.0", b"1", [1.0], 1j])
+def test_a_batch_component_returning_text_is_refused_not_converted(add, value):
+    task, tok = add
+    prompts, ids = batch_of(tok, ["1+1="], [["2", "3"]])
+    with pytest.raises(ValueError, match=r"component 'reward_set/texts' returned .* for \(prompt, completion\) = "
+                                         r"\(0, 0\); return numbers"):
+        RewardSet(tok, {"texts": Texts(value)})(prompts, ids)
+
+
+def test_a_batch_component_may_return_numpy_and_torch_numbers_and_bools(add):
+    import numpy as np
+
+    task, tok = add
+    prompts, ids = batch_of(tok, ["1+1="], [["2", "3"]])
+    for value, want in ((np.float32(0.5), 0.5), (torch.tensor(2), 2.0), (True, 1.0), (np.int64(3), 3.0)):
+        out = RewardSet(tok, {"n": Texts(value)})(prompts, ids)
+        assert out.r.tolist() == [[want, want]]
+    out = RewardSet(tok, {"rows": Rows()})(prompts, ids)
+    assert out.r.tolist() == [[1.0, 0.0]]
+
+
+class Rows:
+    def score(self, batch):
+        import numpy as np
+
+        return np.array([[1.0, 0.0]])
+
+
 def test_plain_tensor_rewards_are_checked_by_name():
     def r_fn(prompts, completions):
         return torch.zeros(2, 3)

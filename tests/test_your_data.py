@@ -17,7 +17,7 @@ from minigrpo.lm.tokens import char_tokenizer, encode_completions, encode_prompt
 from minigrpo.rewards.compose import RewardSet
 from minigrpo.rewards.functions import RewardFunction, RewardFunctionError, load_function, parse_spec
 from minigrpo.runs.config import TrainConfig
-from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning
+from minigrpo.runs.errors import NothingToLearn, NothingToLearnWarning, UnjudgedRewardWarning
 from minigrpo.runs.lm_run import train_lm
 
 ANCHOR = str(asset_path("anchors") / "addition")
@@ -336,6 +336,21 @@ def test_a_run_that_teaches_nothing_warns_and_stops(tmp_path, add_jsonl):
         warnings.simplefilter("always")
         result = train_lm(TrainConfig(**{**cfg.to_dict(), "stop_after_flat": 0, "steps": 4}), progress=False)
     assert len(result.metrics) == 5 and sum(w.category is NothingToLearnWarning for w in caught) == 1
+
+
+def test_a_component_that_judges_nothing_is_named_at_its_first_step_and_at_the_end(tmp_path, add_jsonl):
+    cfg = TrainConfig(data=add_jsonl, model=ANCHOR, steps=3, prompts_per_step=4, group_size=4, eval_size=8,
+                      eval_samples=0, stop_after_flat=0, out=str(tmp_path / "runs"))
+    rewards = {"nothing": lambda prompt, completion: None, "length": lambda prompt, completion: len(completion)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_lm(cfg, rewards=rewards, progress=False)
+    said = [str(w.message) for w in caught if w.category is UnjudgedRewardWarning]
+    assert said == ["reward component 'nothing' judged none of the 16 completions at step 1 (it returned None for "
+                    "every one), so it gave that step no signal; None means 'does not apply': check the columns it "
+                    "reads and what it returns",
+                    "reward component 'nothing' judged no completion in any of the 3 steps of this run, so it did "
+                    "not shape training"]
 
 
 def test_python_api_takes_data_and_trl_style_functions(tmp_path, add_jsonl):

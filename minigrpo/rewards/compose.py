@@ -30,6 +30,7 @@ advantages with a group baseline per step).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -238,16 +239,21 @@ class RewardSet(RolloutReward):
         """(values, applicable) of an outcome component's output, checked by name."""
         name = f"{self.name}/{k}"
         if isinstance(out, Tensor):
+            if out.is_complex() or out.dtype not in _REAL_DTYPES and not out.is_floating_point():
+                raise ValueError(f"reward component {name!r} returned a tensor of {out.dtype}; return real numbers")
             vals = out.to(torch.get_default_dtype())
             ok = torch.ones(vals.shape, dtype=torch.bool)
         else:
             flat = list(_rows(out))
             ok = torch.tensor([[x is not None for x in row] for row in flat], dtype=torch.bool) if flat else None
-            try:
-                vals = torch.tensor([[0.0 if x is None else float(x) for x in row] for row in flat])
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"reward component {name!r} returned something that is not numbers or None: "
-                                 f"{e}") from None
+            for p, row in enumerate(flat):
+                for g, x in enumerate(row):
+                    if x is not None and not _is_number(x):
+                        raise ValueError(f"reward component {name!r} returned {x!r} ({type(x).__name__}) for "
+                                         f"(prompt, completion) = ({p}, {g}); return numbers (a float, int or bool), "
+                                         "or None when the component does not apply — text such as '1.0' is not "
+                                         "read as a number")
+            vals = torch.tensor([[0.0 if x is None else float(x) for x in row] for row in flat])
         if vals.dim() == 1 and vals.numel() == shape[0] * shape[1]:
             vals, ok = vals.view(shape), ok.view(shape)
         if tuple(vals.shape) != shape:
@@ -291,9 +297,21 @@ class RewardSet(RolloutReward):
         return StepRewards(values, ends, present)
 
 
+_REAL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _is_number(x) -> bool:
+    """A real number as a reward may give it: a Python or NumPy number, a bool (1/0) or a one-element tensor;
+    never text ("1.0") or a container."""
+    if isinstance(x, Tensor) or (hasattr(x, "dtype") and hasattr(x, "item")):      # torch or NumPy scalar
+        return getattr(x, "ndim", 0) == 0 and not getattr(x, "is_complex", lambda: False)() \
+            and getattr(x.dtype, "kind", "f") in "biuf"
+    return isinstance(x, numbers.Real)
+
+
 def _rows(out):
     for row in out:
-        if isinstance(row, Tensor):
+        if isinstance(row, Tensor) or (hasattr(row, "tolist") and getattr(row, "ndim", 0) >= 1):   # torch, NumPy
             row = row.tolist()
         yield list(row) if isinstance(row, (list, tuple)) else [row]
 

@@ -6,6 +6,10 @@ class NothingToLearnWarning(UserWarning):
     """A step taught nothing: every group's rewards were equal, or no completion was judged."""
 
 
+class UnjudgedRewardWarning(UserWarning):
+    """A reward component judged none of a step's completions (it returned None for every one)."""
+
+
 class NothingToLearn(RuntimeError):
     """The run's first steps all taught nothing; the message gives the likely cause."""
 

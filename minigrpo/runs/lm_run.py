@@ -36,8 +36,8 @@ from minigrpo.runs.errors import DiskFull, Interrupted, NothingToLearn, NothingT
 from minigrpo.runs.folder import RunFolder
 from minigrpo.runs.lock import RunLock
 from minigrpo.runs.resume import check_config_unchanged, resume_config  # noqa: F401  (resume_config re-exported)
-from minigrpo.runs.lm_setup import (build_reward, check_resumed_reward, describe_reward, flat_message, flat_samples,
-                                    prompt_source, sample_rows)
+from minigrpo.runs.lm_setup import (UnjudgedWatch, build_reward, check_resumed_reward, describe_reward, flat_message,
+                                    flat_samples, prompt_source, sample_rows)
 from minigrpo.runs.parallel import Processes, refuse_unshared
 
 
@@ -297,6 +297,7 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
             on_step(listened)
 
     flat_run, flat_streak, warned = start == 0, 0, False
+    unjudged = UnjudgedWatch()
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method.upper()} {cfg.name}", disable=not (progress and main))
     try:
         if first is not None:
@@ -318,6 +319,8 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
                 beta_ctl.update(step)
                 ended = (step.rollout.completions == tokenizer.eos_token_id) & step.rollout.mask
                 record["ended_fraction"] = ended.any(-1).float().mean().item()
+            if main:
+                unjudged.see(step, t)
             flat_streak = flat_streak + 1 if record.get("frac_flat_groups") == 1.0 else 0
             if flat_streak == FLAT_WARNING and not warned:       # one flat batch is chance; three in a row is not
                 warnings.warn(flat_message(record, step, T), NothingToLearnWarning, stacklevel=3)
@@ -345,6 +348,7 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
             bar.update(1)
             bar.set_postfix(**{k: f"{record[k]:.3f}" for k in ("reward", "kl", "loss") if k in record},
                             **({"acc": f"{record['test_accuracy']:.2f}"} if "test_accuracy" in record else {}))
+        unjudged.finish()
     finally:
         if stop is not None:
             stop.in_loop = False

@@ -6,7 +6,8 @@ reward, and the words it says when a step teaches nothing.
 * ``build_reward(cfg, tokenizer, source)``: one ``compose.RewardSet`` of the built-in checks named in
   ``reward_weights``, the reward model, and your ``reward_fns``, with every column they ask for
   checked against the data before the run starts.
-* ``flat_message``: the likely cause when every group's rewards were equal.
+* ``flat_message``: the likely cause when every group's rewards were equal; ``UnjudgedWatch``: a warning
+  when a reward component judged none of a step's completions.
 """
 from __future__ import annotations
 
@@ -266,6 +267,43 @@ def flat_message(record: dict, step, max_new_tokens: int) -> str:
                 "to learn from.")
     return ("Every group's completions got equal rewards (each prompt all right or all wrong), so no advantage is "
             "left: raise group_size or temperature, or use a reward with partial credit.")
+
+
+class UnjudgedWatch:
+    """Says when a reward component judged none of a step's completions (it returned None for every one),
+    which leaves it out of that step: a warning the first time for each component, and at the end of the
+    run one for the components that judged nothing in any step (a bug, not a sparse reward)."""
+
+    def __init__(self):
+        self.steps, self.never, self.told = 0, None, set()
+
+    def see(self, step, t: int) -> None:
+        import warnings
+
+        from minigrpo.runs.errors import UnjudgedRewardWarning
+
+        if step is None or step.scored is None:
+            return
+        none = {k for k, m in step.scored.applicable.items() if not bool(m.any())}
+        self.steps += 1
+        self.never = none if self.never is None else self.never & none
+        for k in sorted(none - self.told):
+            self.told.add(k)
+            warnings.warn(f"reward component {k!r} judged none of the {step.r.numel()} completions at step {t} (it "
+                          "returned None for every one), so it gave that step no signal; None means 'does not "
+                          "apply': check the columns it reads and what it returns", UnjudgedRewardWarning,
+                          stacklevel=2)
+
+    def finish(self) -> None:
+        import warnings
+
+        from minigrpo.runs.errors import UnjudgedRewardWarning
+
+        if self.steps > 1 and self.never:
+            names = ", ".join(map(repr, sorted(self.never)))
+            warnings.warn(f"reward component{'s' if len(self.never) > 1 else ''} {names} judged no completion in any "
+                          f"of the {self.steps} steps of this run, so {'they' if len(self.never) > 1 else 'it'} did "
+                          "not shape training", UnjudgedRewardWarning, stacklevel=2)
 
 
 def sample_rows(tokenizer, step, prompts, rows, n_prompts: int = 2, n_completions: int = 4) -> list[dict]:
