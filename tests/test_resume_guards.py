@@ -128,6 +128,42 @@ def test_api_resume_with_another_function_is_refused_and_the_same_one_resumes(la
     assert res.metrics[-1]["step"] == 3
 
 
+SHORT = "def short(prompt, completion):\n    return -len(completion) / {scale}\n"
+
+
+def test_cli_resume_of_an_api_run_loads_its_functions_again_and_refuses_an_edited_one(tmp_path):
+    from minigrpo.rewards.functions import load_function
+
+    code = tmp_path / "my_rewards.py"
+    code.write_text(SHORT.format(scale=10))
+    run = tmp_path / "api"
+    train_lm(api_cfg(tmp_path), run_dir=run, progress=False,
+             rewards={"brevity": (load_function(f"{code}:short"), 0.5)})
+    (rec,) = json.loads((run / "rewards.json").read_text()).values()
+    assert rec["import_path"] == f"{code}:short" and rec["weight"] == 0.5
+
+    code.write_text(SHORT.format(scale=20))
+    metrics = (run / "metrics.jsonl").read_bytes()
+    line = error_line(cli("train", "--resume", str(run), "--steps", "3", "--json"))
+    assert "brevity code" in line and "differs from the" in line and "fingerprint" in line, line
+    assert (run / "metrics.jsonl").read_bytes() == metrics
+
+    code.write_text(SHORT.format(scale=10))
+    res = cli("train", "--resume", str(run), "--steps", "3", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()][-1] == 3
+
+    code.unlink()
+    line = error_line(cli("train", "--resume", str(run), "--steps", "4", "--json"))
+    assert "reward 'brevity'" in line and "no longer loads" in line and "my_rewards.py" in line, line
+
+
+def test_a_damaged_rewards_json_is_one_line_naming_it(run):
+    (run / "rewards.json").write_text('{"correct": ')
+    line = error_line(cli("train", "--resume", str(run), "--steps", "3", "--json"))
+    assert "rewards.json" in line and "does not read as JSON" in line
+
+
 def test_a_changed_captured_value_changes_the_fingerprint():
     def make(scale):
         return lambda prompt, completion: scale * len(completion)

@@ -172,7 +172,7 @@ def _train(flags: dict, settings: dict, stop) -> int:
     from minigrpo.runs.lm_run import train_lm
 
     if flags["resume"]:
-        from minigrpo.runs.resume import resume_config
+        from minigrpo.runs.resume import code_rewards, resume_config
 
         ignored = [flag_name(name) for name in settings if name != "steps"]
         ignored += [flag_name(name) for name in ("config", "digits") if flags[name] is not None]
@@ -180,7 +180,8 @@ def _train(flags: dict, settings: dict, stop) -> int:
             raise ValueError(f"{', '.join(ignored)} cannot be given with --resume, which continues the run with its "
                              "saved settings; only --steps (to train further) and --json are allowed")
         cfg = resume_config(flags["resume"], settings.get("steps"))
-        result = train_lm(cfg, resume=flags["resume"], progress=not flags["json"], stop=stop)
+        rewards = code_rewards(flags["resume"])        # a run trained through the API: its functions, loaded again
+        result = train_lm(cfg, resume=flags["resume"], progress=not flags["json"], stop=stop, rewards=rewards)
     else:
         cfg = train_config(settings, flags["config"], flags["digits"])
         result = train_lm(cfg, progress=not flags["json"], stop=stop)

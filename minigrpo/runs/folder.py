@@ -170,7 +170,12 @@ class RunFolder:
     def read_json(self, name: str):
         """A JSON file of the run folder, or None when it has none."""
         f = self.path / name
-        return json.loads(f.read_text()) if f.exists() else None
+        if not f.exists():
+            return None
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:                # bad JSON, not UTF-8, unreadable
+            raise ValueError(f"{str(f)!r} does not read as JSON ({e}); restore it") from None
 
     def append(self, name: str, record: dict) -> None:
         with self._writing(self.path / name), open(self.path / name, "a") as f:

@@ -123,7 +123,8 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
     ``compose.RewardSet``; a plain ``f(prompt, completion, **columns)`` or TRL-style ``f(prompts,
     completions, **columns)`` function is a component), or one such function. It is code, so it is not
     saved: pass it again to resume (rewards.json records each function's import path and a fingerprint of
-    its code, and a resume with other functions or weights is refused). Everything that can be checked — the data, the model, the reward
+    its code, and a resume with other functions or weights is refused; ``minigrpo train --resume`` loads
+    functions that have an import path again, ``resume.code_rewards``). Everything that can be checked — the data, the model, the reward
     functions and the columns they ask for, the prompt lengths — is checked before the run folder is made.
 
     Started by ``accelerate launch`` on n processes (a script that calls it, or ``-m minigrpo train``), each

@@ -2,7 +2,9 @@
 
 A resume continues a run as it was. ``resume_config`` reads config.json (one error naming the file if it
 does not read) and takes a new ``steps`` target only above the steps done; ``check_config_unchanged``
-refuses a config.json edited since the newest checkpoint, listing each differing field.
+refuses a config.json edited since the newest checkpoint, listing each differing field; ``code_rewards``
+loads again, for ``minigrpo train --resume``, the reward functions a run trained through the API was given in
+code (rewards.json records their import paths), or refuses, saying how to resume it from Python.
 """
 from __future__ import annotations
 
@@ -61,3 +63,37 @@ def check_config_unchanged(folder: RunFolder, saved: dict, ckpt: Path) -> None:
         raise ValueError(f"config.json of {str(folder.path)!r} was edited after the run started: {', '.join(differ)}; "
                          "resume continues a run as it was: restore the file (the settings it trained with are "
                          f"under 'config' in {str(ckpt / 'meta.json')!r}), or start a new run")
+
+
+def code_rewards(run: str | Path) -> dict | None:
+    """The rewards a run trained through ``train_lm(rewards=…)`` was given, loaded again from the import paths
+    its rewards.json records, as ``{name: (function, weight)}`` for ``train_lm(resume=…, rewards=…)`` (which then
+    checks each function's code against the recorded fingerprint); None for a run whose reward its config.json
+    describes. A reward with no import path (a lambda, a closure, a function of ``__main__`` or a notebook), an
+    object (its constructor's arguments are not recorded) or a path that no longer loads is refused in one line
+    that says how to resume from Python."""
+    from minigrpo.rewards.functions import load_function
+    from minigrpo.runs.lm_setup import _named
+
+    folder = RunFolder(run)
+    recorded = folder.read_json("rewards.json")
+    if not recorded or not any(rec.get("from") == "code" for rec in recorded.values()):
+        return None
+    out, missing = {}, []
+    for name, rec in recorded.items():
+        path = rec.get("import_path")
+        try:
+            fn = load_function(path) if path else None
+        except (ValueError, OSError) as e:
+            raise ValueError(f"run folder {str(folder.path)!r} was trained with the reward {name!r} = {path}, which "
+                             f"no longer loads ({e}); restore it, or resume from Python with train_lm(cfg, "
+                             "resume=RUN_DIR, rewards={...})") from None
+        if fn is None or isinstance(fn, type):
+            missing.append(name)
+        out[name] = (fn, float(rec["weight"]))
+    if missing:
+        raise ValueError(f"run folder {str(folder.path)!r} was trained with rewards given in code "
+                         f"({', '.join(missing)}) that the command line cannot load again; resume from Python with "
+                         "the same rewards: train_lm(cfg, resume=RUN_DIR, rewards={...}) with "
+                         + "; ".join(_named(k, recorded[k]) for k in missing))
+    return out
