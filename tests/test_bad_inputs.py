@@ -159,6 +159,19 @@ def test_pairs_that_tokenize_identically_are_refused_or_skipped(tmp_path):
     res = cli("reward-model", "--prefs", str(prefs), *SMALL_RM, "--skip-bad", "--out", str(tmp_path / "rm"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "skipped 1 preference pair(s)" in res.stderr and "Traceback" not in res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["skipped"] == {"same token ids": 1}
+    assert summary["pairs"] + summary["test_pairs"] == 30              # the 31 lines less the one skipped
+    assert json.loads((tmp_path / "rm" / "reward_model.json").read_text())["skipped"] == {"same token ids": 1}
+
+
+def test_pairs_on_held_out_prompts_only_say_so_naming_the_file(tmp_path):
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": "0+4=", "chosen": c, "rejected": "5"}) + "\n" for c in "4321"))
+    line = error_line(cli("reward-model", "--prefs", str(prefs), *SMALL_RM, "--out", str(tmp_path / "rm")),
+                      "reward-model")
+    assert "prefs.jsonl" in line and "all 4 pairs were held out" in line and "1 distinct prompt(s)" in line, line
+    assert not (tmp_path / "rm").exists()
 
 
 def test_reward_model_encoding_truncates_to_its_context():

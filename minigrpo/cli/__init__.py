@@ -205,6 +205,8 @@ def _train(flags: dict, settings: dict, stop) -> int:
 
 def cmd_reward_model(flags: dict, settings: dict) -> int:
     """Train a Bradley–Terry reward model from a preference file, a label file, or a synthetic rater."""
+    from collections import Counter
+
     from minigrpo.lm.saving import check_out, check_writable
     from minigrpo.lm.sft import anchor_dir
     from minigrpo.rewards.reward_model import RewardModel, train_reward_model
@@ -220,14 +222,15 @@ def cmd_reward_model(flags: dict, settings: dict) -> int:
     rm = RewardModel.from_causal_lm(job.base or anchor_dir(job.task), seed=job.seed)
     history = train_reward_model(rm, train, test or None, job)
     acc = history[-1].get("test_accuracy")
+    (n_train, n_test), skipped = rm.pairs_used, dict(Counter(skipped) + rm.skipped)    # pairs the tokenizer merged
     out = Path(job.out or new_run_dir(Path("runs"), f"reward-model-{job.task}"))
     try:
-        rm.save(out, pairs=len(train), test_pairs=len(test), test_accuracy=acc, skipped=skipped)
+        rm.save(out, pairs=n_train, test_pairs=n_test, test_accuracy=acc, skipped=skipped)
     except BaseException:
         if not job.out and not any(out.iterdir()):     # the new folder made for it: no empty folder left
             out.rmdir()
         raise
-    print(json.dumps({"out": str(out), "pairs": len(train), "test_pairs": len(test), "test_accuracy": acc,
+    print(json.dumps({"out": str(out), "pairs": n_train, "test_pairs": n_test, "test_accuracy": acc,
                       "skipped": skipped, "train_seconds": rm.train_seconds}))
     return 0
 

@@ -227,7 +227,8 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
 
     Pairs the model's tokenizer cannot tell apart are refused first (``distinct_pairs``); with
     ``skip_bad`` (default: ``cfg.skip_bad`` where the config has it, as ``RewardModelJob`` does) they are
-    dropped, counted in ``rm.skipped`` and reported in one warning."""
+    dropped, counted in ``rm.skipped`` and reported in one warning; ``rm.pairs_used`` is then (training
+    pairs, held-out pairs) left."""
     cfg = cfg or RMTrainConfig()
     if not pairs:
         raise ValueError("train_reward_model: no preference pairs to train on (pairs=[])")
@@ -235,6 +236,7 @@ def train_reward_model(rm: RewardModel, pairs: list[PreferencePair], test_pairs:
     rm.skipped = Counter()
     pairs = distinct_pairs(rm, pairs, not skip_bad, rm.skipped)
     test_pairs = distinct_pairs(rm, list(test_pairs or []), not skip_bad, rm.skipped) or None
+    rm.pairs_used = (len(pairs), len(test_pairs or []))          # (train, held out), after the skips
     if rm.skipped:
         warnings.warn(f"skipped {rm.skipped['same token ids']} preference pair(s) whose chosen and rejected the "
                       "reward model's tokenizer maps to the same token ids (--skip-bad)")

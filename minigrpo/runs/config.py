@@ -352,5 +352,9 @@ class RewardModelJob(RMTrainConfig):
             pairs, skipped = labels_to_pairs(labels), dict(bad)
         train = [p for p in pairs if not in_test_split(p.prompt, 0.1)]
         if not train:
-            raise ValueError("reward-model: no training pairs left (every pair's prompt fell in the held-out 10%)")
+            source = self.prefs or self.labels
+            prompts = len({p.prompt for p in pairs})
+            raise ValueError(f"{str(source)!r}: all {len(pairs)} pairs were held out for testing: the held-out 10% is "
+                             f"chosen by a hash of the prompt, and all {prompts} distinct prompt(s) fell in it; give "
+                             "pairs on more prompts (tens at least)")
         return train, [p for p in pairs if in_test_split(p.prompt, 0.1)], skipped
