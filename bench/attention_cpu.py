@@ -9,12 +9,13 @@ GPT-2-size workload (64 rows × 12 heads × head size 64), in fp32 and bf16.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+
+from args import Parser, positive_int
 
 SHAPES = [("decode, 38 keys", 64, 12, 1, 38, 64), ("score, 31 queries × 37 keys", 64, 12, 31, 37, 64),
           ("score, 38 × 38", 64, 12, 38, 38, 64), ("decode, 134 keys (T = 128)", 16, 12, 1, 134, 64)]
@@ -32,8 +33,8 @@ def timed(f, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=None)
+    ap = Parser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=positive_int, default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,7 +12,6 @@ Usage:  python bench/bandit_speed.py [--repeats 7] [--json]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,6 +23,8 @@ import torch
 from minigrpo.bandit.config import BanditConfig
 
 from minigrpo.bandit.runner import run_bandit, sweep_beta
+
+from args import Parser, positive_int
 
 K, G, STEPS, BETA = 10, 16, 2000, 0.1
 MEANS = [0.05 + 0.1 * k for k in range(K)]
@@ -64,8 +65,8 @@ def minigrpo_sweep(seed=0) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=7)
+    ap = Parser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)

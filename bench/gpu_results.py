@@ -5,6 +5,8 @@
 
 The section lies between two marker comments (``BEGIN``/``END`` below). Writing replaces an earlier
 section in place and otherwise appends one, so running the check again leaves one section, the newest.
+The file is replaced whole; a report without speed results, or a file whose markers do not pair up, is
+refused in one line and the file left as it was.
 It holds the date, the device, the versions (torch, CUDA, transformers, TRL), the GPU tests' summary
 line and the speed table of ``trl_compare.py``'s JSON, with the fraction of the device's matmul rate
 the whole step reached and, for minigrpo, the training passes alone (anchor forward, policy forward
@@ -12,12 +14,13 @@ and backward: 8 of the step's 10·N·tokens FLOPs, timed as the step less its sa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 import time
 from pathlib import Path
+
+from args import Parser, existing_file, non_negative_float, not_a_folder, output_file, write_text_atomic
 
 BEGIN = "<!-- gpu-check: begin (written by bench/gpu_check.sh; replaced on each run) -->"
 END = "<!-- gpu-check: end -->"
@@ -101,29 +104,61 @@ def section(report: dict, tests: str, seconds: float, command: str, when: str | 
     return "\n".join(lines)
 
 
-def write_section(results: Path, text: str) -> None:
-    """Replace the marked section of ``results`` with ``text``, or append it (idempotent)."""
-    old = results.read_text() if results.exists() else ""
-    if BEGIN in old and END in old:
+def merge_section(old: str, text: str, name: str) -> str:
+    """``old`` with its marked section replaced by ``text``, or with ``text`` appended where it has none.
+    ``ValueError`` naming the file ``name`` when its markers are not one pair in order."""
+    begins, ends = old.count(BEGIN), old.count(END)
+    if (begins, ends) == (1, 1) and old.index(BEGIN) < old.index(END):
         start, stop = old.index(BEGIN), old.index(END) + len(END)
-        new = old[:start] + text + old[stop:]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
-    results.write_text(new)
+        return old[:start] + text + old[stop:]
+    if (begins, ends) == (0, 0):
+        return old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
+    raise ValueError(f"{name!r} has {begins} gpu-check begin and {ends} end marker(s), not one pair in order; "
+                     "mend it by hand (it was left as it is)")
+
+
+def write_section(results: Path, text: str) -> None:
+    """Replace the marked section of ``results`` with ``text``, or append it (idempotent); the file is
+    replaced whole, never left half-written."""
+    old = results.read_text() if results.exists() else ""
+    write_text_atomic(results, merge_section(old, text, str(results)))
+
+
+def read_report(ap: Parser, path: str) -> dict:
+    """``trl_compare.py``'s JSON report at ``path``, refused in one line unless it holds speed results."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        ap.error(f"--compare {path!r} is not a readable JSON file ({e})")
+    if not isinstance(report, dict) or not isinstance(report.get("speed"), list) or "device" not in report:
+        ap.error(f"--compare {path!r} is not trl_compare.py's report (no 'device' and 'speed' list)")
+    if not report["speed"]:
+        ap.error(f"--compare {path!r} holds no speed results (trl_compare.py --only learning?); nothing to write")
+    return report
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--compare", required=True, help="trl_compare.py's JSON report")
-    ap.add_argument("--tests", required=True, help="the GPU tests' pytest output")
-    ap.add_argument("--results", default="bench/RESULTS.md")
-    ap.add_argument("--seconds", type=float, default=0.0, help="the whole check's wall time")
+    ap = Parser(description=__doc__.split("\n")[0])
+    ap.add_argument("--compare", required=True, type=existing_file, help="trl_compare.py's JSON report")
+    ap.add_argument("--tests", required=True, type=not_a_folder,
+                    help="the GPU tests' pytest output (missing: the section says 'not run')")
+    ap.add_argument("--results", type=output_file, default="bench/RESULTS.md")
+    ap.add_argument("--seconds", type=non_negative_float, default=0.0, help="the whole check's wall time")
     ap.add_argument("--command", default="bash bench/gpu_check.sh")
     args = ap.parse_args()
-    report = json.loads(Path(args.compare).read_text())
-    tests = pytest_summary(Path(args.tests).read_text()) if Path(args.tests).exists() else "not run"
-    text = section(report, tests, args.seconds, args.command)
-    write_section(Path(args.results), text)
+    report = read_report(ap, args.compare)
+    results = Path(args.results)
+    old = results.read_text() if results.exists() else ""
+    try:
+        merge_section(old, "", args.results)
+    except ValueError as e:
+        ap.error(f"--results: {e}")
+    tests = pytest_summary(Path(args.tests).read_text(errors="replace")) if Path(args.tests).exists() else "not run"
+    try:
+        text = section(report, tests, args.seconds, args.command)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        ap.error(f"--compare {args.compare!r} is not trl_compare.py's speed report ({type(e).__name__}: {e})")
+    write_text_atomic(results, merge_section(old, text, args.results))
     print(text)
     return 0
 

@@ -8,14 +8,18 @@ Runs with one torch thread (tiny models on a shared 2-core CPU run faster that w
 """
 from __future__ import annotations
 
-import argparse
+import json
 import platform
 import statistics
 import time
 
 import torch
 
-from minigrpo.runs.experiments import reward_hacking, save_json, stepwise_vs_outcome
+from minigrpo.runs.experiments import reward_hacking, stepwise_vs_outcome
+
+from args import Parser, number, positive_int, seed_list, write_text_atomic
+
+RESULTS = "runs/guided-rewards.json"
 
 
 def stepwise(seeds, steps, target) -> dict:
@@ -47,21 +51,22 @@ def hacking(steps) -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=["stepwise", "hacking"])
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--target", type=float, default=0.9)
+    p.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds of the stepwise runs")
+    p.add_argument("--steps", type=positive_int, default=150)
+    p.add_argument("--target", type=number(ge=0, le=1), default=0.9, help="held-out accuracy to reach (0 to 1)")
     args = p.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     out = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"}
     if args.only in (None, "stepwise"):
-        out["stepwise"] = stepwise(tuple(int(s) for s in args.seeds.split(",")), args.steps, args.target)
+        out["stepwise"] = stepwise(tuple(args.seeds), args.steps, args.target)
     if args.only in (None, "hacking"):
         out["hacking"] = hacking(args.steps)
     out["wall_seconds"] = time.perf_counter() - t0
-    print(f"\n{out['wall_seconds']:.0f} s; details in {save_json(out, 'runs/guided-rewards.json')}")
+    write_text_atomic(RESULTS, json.dumps(out, indent=2, default=str))
+    print(f"\n{out['wall_seconds']:.0f} s; details in {RESULTS}")
 
 
 if __name__ == "__main__":

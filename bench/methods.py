@@ -5,6 +5,10 @@
     python bench/methods.py --seeds 0 --settings chain --methods grpo_seed,ppo   # a subset (merged into the file)
     python bench/methods.py --report-only      # tables and plots again from bench/methods.json
 
+Every flag is checked before the first run, and so is every run's ``TrainConfig``; a results file whose runs
+of another config a subset would drop is refused. The results file is written whole (a temporary file,
+then a rename), and only once a run has succeeded: when every run fails it is left as it was (exit 2).
+
 Every (setting, method, seed) runs in its own subprocess (one torch thread, ``--jobs`` at a time), so
 the peak RSS recorded is that run's own (``ru_maxrss`` of the child). Every method trains through
 ``TrainConfig`` + ``train_lm``; the offline ones (DPO, offline GRPO) sample ``offline_prompts × G``
@@ -35,6 +39,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from args import (Parser, choice_list, non_negative_float, non_negative_int, output_file, output_folder, positive_float,
+                  positive_int, seed_list, write_text_atomic)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,15 +158,22 @@ def run_child(job: dict, log) -> dict:
     """Run ``job`` in a fresh interpreter; its result comes back through a JSON file."""
     out_path = Path(job["run_dir"]).with_suffix(".result.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.unlink(missing_ok=True)                # never an earlier run's result
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job), "--worker-out", str(out_path)]
     tic = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=job["timeout"])
-    if proc.returncode != 0 or not out_path.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=job["timeout"])
+    except subprocess.TimeoutExpired:
+        proc = None
+    if proc is None or proc.returncode != 0 or not out_path.exists():
         res = {k: job[k] for k in ("setting", "method", "seed")}
-        res["error"] = f"child exited {proc.returncode}: " + " | ".join(tail)
+        if proc is None:
+            res["error"] = f"timed out after {job['timeout']} s (--timeout)"
+        else:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            res["error"] = f"child exited {proc.returncode}: " + " | ".join(tail)
     else:
         res = json.loads(out_path.read_text())
     res["process_seconds"] = time.perf_counter() - tic
@@ -214,29 +228,81 @@ def run_key(r: dict) -> tuple:
     return r["setting"], r["method"], r["seed"]
 
 
-def bench(args) -> dict:
-    settings = args.settings.split(",")
-    methods = args.methods.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for s in settings:
-        if s not in SETTINGS:
-            raise SystemExit(f"unknown setting {s!r}; choose from {list(SETTINGS)}")
-    for m in methods:
-        if m not in METHODS:
-            raise SystemExit(f"unknown method {m!r}; choose from {list(METHODS)}")
-    common = dict(steps=args.steps, P=args.prompts_per_step, G=args.group_size, beta=args.beta,
-                  eval_every=args.eval_every, eval_size=args.eval_size, eval_samples=args.eval_samples,
-                  **({"lr": args.lr} if args.lr is not None else {}))   # (absent by default: older results match)
+def common_config(args) -> dict:
+    """The settings every run of the bench shares (``config`` in the results file)."""
+    return dict(steps=args.steps, P=args.prompts_per_step, G=args.group_size, beta=args.beta,
+                eval_every=args.eval_every, eval_size=args.eval_size, eval_samples=args.eval_samples,
+                **({"lr": args.lr} if args.lr is not None else {}))   # (absent by default: older results match)
+
+
+def planned(args) -> list[tuple]:
+    """Every (setting, method, seed) the flags ask for."""
+    return [(s, m, k) for s in args.settings for m in args.methods for k in args.seeds]
+
+
+def worth_writing(runs: list[dict]) -> bool:
+    """Whether a bench's own runs may replace the results file: at least one of them succeeded."""
+    return any("error" not in r for r in runs)
+
+
+def read_results(p: Parser, path: Path) -> dict:
+    """A results file of this bench, refused in one line when it does not read as one."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        p.error(f"--results {str(path)!r} is not a readable JSON file ({e}); it was left as it is")
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not (isinstance(runs, list) and isinstance(doc.get("config"), dict) and isinstance(doc.get("settings"), dict)
+            and all(isinstance(r, dict) and {"setting", "method", "seed"} <= r.keys() for r in runs)):
+        p.error(f"--results {str(path)!r} is not a results file of bench/methods.py (no 'config', 'settings' and "
+                "'runs'); it was left as it is")
+    return doc
+
+
+def check(p: Parser, args) -> dict | None:
+    """Refuse, before any run, what would fail or lose results: an unreadable results file, one whose runs of
+    another config the bench would drop, and settings no run's ``TrainConfig`` accepts. Returns the results
+    file's contents (None where there is none)."""
+    results = Path(args.results)
+    if args.report_only:
+        if not results.is_file():
+            p.error(f"--report-only: no results file {args.results!r}")
+        return read_results(p, results)
+    old = read_results(p, results) if results.exists() else None
+    common = common_config(args)
+    if old and old["config"] != common:
+        redo = set(planned(args))
+        lost = [r for r in old["runs"] if run_key(r) not in redo]
+        if lost:
+            was = old["config"]
+            diff = ", ".join(f"{k} {was.get(k)} → {common.get(k)}" for k in sorted(set(was) | set(common))
+                             if was.get(k) != common.get(k))
+            p.error(f"--results {args.results!r} holds runs of another config ({diff}); this bench would drop the "
+                    f"{len(lost)} of them it does not redo: give --results another file")
+    from minigrpo.runs.config import TrainConfig
+
+    for s, m, k in planned(args):
+        job = {**common, "setting": s, "method": m, "seed": k, "run_dir": str(Path(args.out) / s / m / f"seed{k}")}
+        try:
+            TrainConfig(**config_kwargs(job))
+        except ValueError as e:
+            p.error(f"{m} on {s}, seed {k}: {e}")
+    return old
+
+
+def bench(args, old: dict | None) -> dict:
+    """Run every planned (setting, method, seed), merged with ``old``'s other runs of the same config. Writes the
+    results file after each run once one has succeeded; exits 2, leaving it as it was, when every run failed."""
+    common = common_config(args)
     results_path = Path(args.results)
-    old = json.loads(results_path.read_text()) if results_path.exists() else None
     keep = []
     if old and old.get("config") == common:         # a subset rerun replaces its own runs and keeps the rest
-        done = {(s, m, k) for s in settings for m in methods for k in seeds}
+        done = set(planned(args))
         keep = [r for r in old["runs"] if run_key(r) not in done]
+    settings = [s for s in SETTINGS if s in args.settings or any(r["setting"] == s for r in keep)]
     jobs = []
     # longest first (PPO, chain), so the two workers finish together
-    order = sorted(((s, m, k) for s in settings for m in methods for k in seeds),
-                   key=lambda x: (x[1] != "ppo", x[0] != "chain", x[2]))
+    order = sorted(planned(args), key=lambda x: (x[1] != "ppo", x[0] != "chain", x[2]))
     for s, m, k in order:
         jobs.append({**common, "setting": s, "method": m, "seed": k, "timeout": args.timeout,
                      "run_dir": str(Path(args.out) / s / m / f"seed{k}")})
@@ -256,15 +322,22 @@ def bench(args) -> dict:
                      "peak_rss_mb": "ru_maxrss of the run's own process (model, anchor, reward model, data)",
                      "eval/kl": "KL(π ‖ anchor) per completion on eval_samples sampled held-out answers"},
            "settings": {s: SETTINGS[s] for s in settings}, "runs": list(keep)}
-    write = lambda: (results_path.parent.mkdir(parents=True, exist_ok=True),
-                     results_path.write_text(dump(doc)))
+    write = lambda: write_text_atomic(results_path, dump(doc))
     log(f"{len(jobs)} runs, {args.jobs} at a time → {results_path}")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for res in pool.map(lambda j: run_child(j, log), jobs):
             with lock:
                 doc["runs"].append(res)
-                write()
+                if worth_writing(doc["runs"][len(keep):]):
+                    write()
     doc["bench_wall_seconds"] = time.perf_counter() - t0
+    new = doc["runs"][len(keep):]
+    if not worth_writing(new):
+        first = " ".join(str(new[0].get("error")).split())
+        kept = "left as it was" if results_path.exists() else "not written"
+        print(f"methods.py: error: all {len(new)} runs failed, so {results_path} was {kept}; the first: {first}",
+              file=sys.stderr)
+        raise SystemExit(2)
     write()
     log(f"done in {doc['bench_wall_seconds'] / 60:.1f} min")
     return doc
@@ -493,25 +566,33 @@ def plot(doc: dict, plot_dir: Path) -> list[Path]:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    os.chdir(ROOT)                                  # paths on the command line are relative to the repository
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke version: 8 steps, seed 0, eval_size 50 (~2 min)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {list(SETTINGS)}")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 60; --quick: 8)")
-    p.add_argument("--prompts-per-step", type=int, default=16)
-    p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--beta", type=float, default=0.05, help="one β for every method (DPO's β, the KL coefficient)")
-    p.add_argument("--lr", type=float, default=None, help="one learning rate for every method (default: each "
-                   "method's own, 2e-4; PPO 5e-5)")
-    p.add_argument("--eval-every", type=int, default=None, help="default 5; --quick: 4")
-    p.add_argument("--eval-size", type=int, default=None, help="held-out prompts (default 200; --quick: 50)")
-    p.add_argument("--eval-samples", type=int, default=4)
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (each one torch thread)")
-    p.add_argument("--timeout", type=int, default=1800, help="seconds before a run's process is killed")
-    p.add_argument("--out", default=None, help="parent of the run folders (default runs/methods-bench[-quick])")
-    p.add_argument("--results", default=None, help="the JSON written (default bench/methods.json; --quick: under --out)")
-    p.add_argument("--plots", default=None, help="folder of the PNGs (default bench/; --quick: --out)")
+    p.add_argument("--seeds", type=seed_list, default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    p.add_argument("--settings", type=choice_list(SETTINGS), default=",".join(SETTINGS),
+                   help=f"comma-separated, from {list(SETTINGS)}")
+    p.add_argument("--methods", type=choice_list(METHODS), default=",".join(METHODS),
+                   help=f"comma-separated, from {list(METHODS)}")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default 60; --quick: 8)")
+    p.add_argument("--prompts-per-step", type=positive_int, default=16)
+    p.add_argument("--group-size", type=positive_int, default=8)
+    p.add_argument("--beta", type=non_negative_float, default=0.05,
+                   help="one β for every method (DPO's β, the KL coefficient)")
+    p.add_argument("--lr", type=positive_float, default=None, help="one learning rate for every method (default: "
+                   "each method's own, 2e-4; PPO 5e-5)")
+    p.add_argument("--eval-every", type=positive_int, default=None, help="default 5; --quick: 4")
+    p.add_argument("--eval-size", type=positive_int, default=None, help="held-out prompts (default 200; --quick: 50)")
+    p.add_argument("--eval-samples", type=non_negative_int, default=4)
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs at a time (each one torch thread)")
+    p.add_argument("--timeout", type=positive_int, default=1800, help="seconds before a run's process is killed")
+    p.add_argument("--out", type=output_folder, default=None,
+                   help="parent of the run folders (default runs/methods-bench[-quick])")
+    p.add_argument("--results", type=output_file, default=None,
+                   help="the JSON written (default bench/methods.json; --quick: under --out)")
+    p.add_argument("--plots", type=output_folder, default=None,
+                   help="folder of the PNGs (default bench/; --quick: --out)")
     p.add_argument("--report-only", action="store_true", help="no runs: tables and plots from --results")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -521,22 +602,19 @@ def main():
         Path(args.worker_out).write_text(json.dumps(res, default=str))
         return
     q = args.quick
-    args.seeds = args.seeds or ("0" if q else "0,1,2")
+    args.seeds = args.seeds or ([0] if q else [0, 1, 2])
     args.steps = args.steps or (8 if q else 60)
     args.eval_every = args.eval_every or (4 if q else 5)
     args.eval_size = args.eval_size or (50 if q else 200)
     args.out = args.out or ("runs/methods-bench-quick" if q else "runs/methods-bench")
     args.results = args.results or (str(Path(args.out) / "methods.json") if q else "bench/methods.json")
     args.plots = args.plots or (args.out if q else "bench")
-    args.command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
-    os.chdir(ROOT)
-    if args.report_only:
-        doc = json.loads(Path(args.results).read_text())
-    else:
-        doc = bench(args)
+    args.command = command
+    old = check(p, args)
+    doc = old if args.report_only else bench(args, old)
     summary = summarise(doc)
     doc["summary"] = summary
-    Path(args.results).write_text(dump(doc))   # with the summary
+    write_text_atomic(args.results, dump(doc))   # with the summary
     for path in plot(doc, Path(args.plots)):
         print(f"wrote {path}", file=sys.stderr)
     m = doc["machine"]

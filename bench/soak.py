@@ -16,7 +16,6 @@ Usage:  python bench/soak.py [--steps 1200] [--warmup 200] [--every 25] [--max-s
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -25,6 +24,8 @@ import time
 import warnings
 
 import torch
+
+from args import SEED_MAX, Parser, integer, non_negative_float, non_negative_int, positive_int
 
 
 def rss_mib() -> float:
@@ -70,21 +71,23 @@ def slope_per_1000(points: list[tuple[int, float]]) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--warmup", type=int, default=200, help="steps left out of the slope")
-    ap.add_argument("--every", type=int, default=25, help="sample memory every N steps")
-    ap.add_argument("--prompts", type=int, default=16, help="P prompts per step (TrainConfig default)")
-    ap.add_argument("--group-size", type=int, default=8, help="G completions per prompt (TrainConfig default)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-slope", type=float, default=1.0, help="verdict threshold, MiB per 1,000 steps")
+    ap = Parser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=positive_int, default=1200)
+    ap.add_argument("--warmup", type=non_negative_int, default=200, help="steps left out of the slope")
+    ap.add_argument("--every", type=positive_int, default=25, help="sample memory every N steps")
+    ap.add_argument("--prompts", type=positive_int, default=16, help="P prompts per step (TrainConfig default)")
+    ap.add_argument("--group-size", type=integer(2), default=8,
+                    help="G completions per prompt (TrainConfig default; the group baseline needs 2)")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--seed", type=integer(0, SEED_MAX), default=0, help="seeds the prompts (and seed + 1 sampling)")
+    ap.add_argument("--max-slope", type=non_negative_float, default=1.0, help="verdict threshold, MiB per 1,000 steps")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     ap.add_argument("--inject-leak", action="store_true",
                     help="keep every step's rollout log-probs (P × G × T), to check that the soak detects a leak")
     args = ap.parse_args()
-    if not (args.steps > args.warmup + 2 * args.every and args.every >= 1):
-        ap.error("need --steps > --warmup + 2·--every, so the slope has at least three points")
+    if not args.steps > args.warmup + 2 * args.every:
+        ap.error(f"need --steps > --warmup + 2·--every, so the slope has at least three points; got --steps "
+                 f"{args.steps}, --warmup {args.warmup}, --every {args.every}")
     torch.set_num_threads(args.threads)
 
     from minigrpo.rewards.checks import task_reward

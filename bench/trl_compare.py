@@ -15,7 +15,6 @@ Prints Markdown tables for bench/RESULTS.md and writes everything to runs/trl-co
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -28,8 +27,11 @@ import torch
 
 from minigrpo.lm.sft import anchor_dir
 from minigrpo.lm.tasks import AdditionTask
-from minigrpo.runs.speed import (DIGITS, MINIGRPO_WORKER, BenchConfig, compare, device_name, run_isolated, table,
-                                 workload)
+from minigrpo.runs.speed import (DIGITS, MINIGRPO_WORKER, PRECISIONS, SIZES, BenchConfig, compare, device_name,
+                                 require_bf16, run_isolated, table, workload)
+
+from args import (Parser, choice_list, device, integer, non_negative_int, output_file, positive_int, seed_list,
+                  write_text_atomic)
 
 PEER_WORKER = (str(Path(__file__).resolve().parent / "peer_trl.py"),)   # python argv of TRL's worker
 WORKERS = {"minigrpo": MINIGRPO_WORKER, "trl": PEER_WORKER}
@@ -106,53 +108,79 @@ def verdict(r: dict) -> str:
     return f"no time target; {memory}"
 
 
+def speed_configs(args) -> list[BenchConfig]:
+    """The speed workloads: every size × precision, and again with gradient checkpointing if asked."""
+    jobs = [(size, precision, False) for size in args.sizes for precision in args.precisions]
+    if args.checkpointing_too:
+        jobs += [(size, precision, True) for size, precision, _ in jobs]
+    return [BenchConfig(size=size, precision=precision, rounds=args.rounds, threads=args.threads,
+                        prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
+                        vocab=args.vocab, device=args.device,
+                        steps=args.steps or (8 if size == "tiny" else 3),
+                        warmup=args.warmup if args.warmup is not None else (2 if size == "tiny" else 1),
+                        gradient_checkpointing=checkpointing)
+            for size, precision, checkpointing in jobs]
+
+
+def check(ap: Parser, args) -> None:
+    """What the flags ask for together, before any run: the workloads' settings, bf16 on the device, the anchor."""
+    if args.only in (None, "speed"):
+        try:
+            speed_configs(args)
+        except ValueError as e:
+            ap.error(str(e))
+        try:
+            if "bf16" in args.precisions:
+                require_bf16(args.device)
+        except ValueError as e:
+            ap.error(f"--precisions {','.join(args.precisions)} --device {args.device}: {e}")
+    if args.only in (None, "learning") and not (Path(anchor_dir("addition", {})) / "config.json").exists():
+        ap.error(f"the addition anchor {str(anchor_dir('addition', {}))!r} is missing; it ships with the repository")
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = Parser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["speed", "learning"], default=None)
-    ap.add_argument("--sizes", default="tiny,gpt2")
-    ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--rounds", type=int, default=2, help="runs per implementation per workload (default 2)")
-    ap.add_argument("--steps", type=int, default=None, help="measured steps per run (default: tiny 8, gpt2 3)")
-    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default: tiny 2, gpt2 1)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--prompts", type=int, default=8, help="P prompts per step (default 8)")
-    ap.add_argument("--group-size", type=int, default=8, help="G completions per prompt (default 8)")
-    ap.add_argument("--new-tokens", type=int, default=32, help="T tokens per completion (default 32)")
-    ap.add_argument("--vocab", type=int, default=None, help="pad the vocabulary, e.g. 50257 (GPT-2)")
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--sizes", type=choice_list(SIZES), default="tiny,gpt2",
+                    help=f"comma-separated, from {list(SIZES)}")
+    ap.add_argument("--precisions", type=choice_list(PRECISIONS), default="fp32,bf16",
+                    help=f"comma-separated, from {list(PRECISIONS)}")
+    ap.add_argument("--rounds", type=positive_int, default=2, help="runs per implementation per workload (default 2)")
+    ap.add_argument("--steps", type=positive_int, default=None, help="measured steps per run (default: tiny 8, gpt2 3)")
+    ap.add_argument("--warmup", type=non_negative_int, default=None,
+                    help="warm-up steps per run (default: tiny 2, gpt2 1)")
+    ap.add_argument("--threads", type=positive_int, default=None)
+    ap.add_argument("--prompts", type=positive_int, default=8, help="P prompts per step (default 8)")
+    ap.add_argument("--group-size", type=integer(2), default=8, help="G completions per prompt (default 8)")
+    ap.add_argument("--new-tokens", type=positive_int, default=32, help="T tokens per completion (default 32)")
+    ap.add_argument("--vocab", type=integer(15, 1_000_000), default=None, help="pad the vocabulary, e.g. 50257 (GPT-2)")
+    ap.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--checkpointing-too", action="store_true",
                     help="also run every workload with gradient checkpointing in both (TRL's default)")
-    ap.add_argument("--seeds", default="0,1,2,3")
-    ap.add_argument("--learning-steps", type=int, default=50)
-    ap.add_argument("--out", default="runs/trl-compare.json")
+    ap.add_argument("--seeds", type=seed_list, default="0,1,2,3", help="comma-separated seeds of the learning runs")
+    ap.add_argument("--learning-steps", type=positive_int, default=50)
+    ap.add_argument("--out", type=output_file, default="runs/trl-compare.json")
     args = ap.parse_args()
-
-    say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-    report = {"device": device_name(args.device), "torch": torch.__version__, "speed": [], "learning": None}
     try:
         peer_available("trl")
     except ValueError as e:
-        print(f"trl_compare: error: {e}", file=sys.stderr)
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 2
+    check(ap, args)
+
+    say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    report = {"device": device_name(args.device), "torch": torch.__version__, "speed": [], "learning": None}
     import trl
 
     report["trl"] = trl.__version__
     if args.only in (None, "speed"):
-        jobs = [(size, precision, False) for size in args.sizes.split(",") for precision in args.precisions.split(",")]
-        if args.checkpointing_too:
-            jobs += [(size, precision, True) for size, precision, _ in jobs]
-        for size, precision, checkpointing in jobs:
-            cfg = BenchConfig(size=size, precision=precision, rounds=args.rounds, threads=args.threads,
-                              prompts=args.prompts, group_size=args.group_size, new_tokens=args.new_tokens,
-                              vocab=args.vocab, device=args.device,
-                              steps=args.steps or (8 if size == "tiny" else 3),
-                              warmup=args.warmup if args.warmup is not None else (2 if size == "tiny" else 1),
-                              gradient_checkpointing=checkpointing)
-            say(f"speed: {size} {precision}" + (" with gradient checkpointing" if checkpointing else ""))
+        for cfg in speed_configs(args):
+            checkpointing = " with gradient checkpointing" if cfg.gradient_checkpointing else ""
+            say(f"speed: {cfg.size} {cfg.precision}{checkpointing}")
             try:
                 r = compare(cfg, peers={"trl": PEER_WORKER}, progress=say)
             except ValueError as e:         # e.g. bf16 on a CPU that would emulate it: one line, as the CLI says it
-                print(f"trl_compare: error: {e}", file=sys.stderr)
+                print(f"{ap.prog}: error: {e}", file=sys.stderr)
                 return 2
             r["verdict"] = verdict(r)
             report["speed"].append(r)
@@ -166,7 +194,7 @@ def main() -> int:
                   f"{[round(x, 3) for x in r['s_per_step_runs']]} TRL {[round(x, 3) for x in r['trl']['s_per_step_runs']]}"
                   f" — {r['verdict']}")
     if args.only in (None, "learning"):
-        seeds = tuple(int(s) for s in args.seeds.split(","))
+        seeds = tuple(args.seeds)
         report["learning"] = {}
         for label, equal in (("mixed prompt lengths (left padding)", False), ("one prompt length (no padding)", True)):
             say(f"learning, {label}: seeds {seeds}, {args.learning_steps} steps")
@@ -183,8 +211,7 @@ def main() -> int:
             print(f"\npaired difference (minigrpo − TRL, same prompts per seed) {res['difference']:+.4f} ± "
                   f"{res['difference_se']:.4f} (s.e.): {'within noise' if res['within_noise'] else 'NOT within noise'} "
                   "(|d| ≤ 2 s.e.)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_text_atomic(args.out, json.dumps(report, indent=1))
     say(f"wrote {args.out}")
     return 0
 

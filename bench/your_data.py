@@ -15,7 +15,6 @@ neighbour slowing one run). Target (issue 13): your data costs ≤ 10 % more per
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from args import Parser, integer, positive_int
 
 REWARD_FILE = '''
 def exact(prompts, completions, answer, **kwargs):
@@ -41,12 +42,12 @@ def run(cfg) -> list[float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1,
+    ap = Parser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=positive_int, default=2)
+    ap.add_argument("--steps", type=integer(3), default=30, help="steps per run (the first 2 are not timed)")
+    ap.add_argument("--prompts", type=positive_int, default=16)
+    ap.add_argument("--group-size", type=integer(2), default=8, help="G (the group baseline needs 2)")
+    ap.add_argument("--threads", type=positive_int, default=1,
                     help="torch threads (1: a tiny model gains nothing from more, and spinning threads on a shared "
                          "machine's busy cores make steps many times slower)")
     args = ap.parse_args(argv)
@@ -63,10 +64,13 @@ def main(argv=None) -> int:
     common = dict(model=str(asset_path("anchors") / "addition"), steps=args.steps, prompts_per_step=args.prompts,
                   group_size=args.group_size, eval_every=10 ** 6, eval_size=8, eval_samples=0, save_every=0,
                   stop_after_flat=0, out=str(work / "runs"), device="cpu")
-    configs = {"built-in task": TrainConfig(task="addition", **common),
-               "your data + Python reward": TrainConfig(data=str(work / "addition.jsonl"), test_fraction=0,
-                                                        reward_fns={f"{work}/rewards.py:exact": 1.0},
-                                                        max_new_tokens=task.max_answer_len + 1, **common)}
+    try:
+        configs = {"built-in task": TrainConfig(task="addition", **common),
+                   "your data + Python reward": TrainConfig(data=str(work / "addition.jsonl"), test_fraction=0,
+                                                            reward_fns={f"{work}/rewards.py:exact": 1.0},
+                                                            max_new_tokens=task.max_answer_len + 1, **common)}
+    except ValueError as e:
+        ap.error(str(e))
     names = list(configs)
     times = {name: [] for name in names}
     per_round = {name: [] for name in names}
