@@ -20,10 +20,13 @@ from minigrpo.core.sampling import sample_group
 from minigrpo.lm.sft import anchor_dir
 from minigrpo.lm.tokens import encode_prompts
 
+from args import Parser
+
 PROMPTS = ["12+34=", "3+45=", "7+8="]          # left padding 0, 1 and 2 in one batch
 
 
 def main() -> None:
+    Parser(description=__doc__.splitlines()[0]).parse_args()        # no flags: --help, or one line for any other
     model, tok = load_causal_lm(anchor_dir("addition", {}))
     policy = CausalLMPolicy(model, tok.pad_token_id)
     prompts = encode_prompts(tok, PROMPTS)

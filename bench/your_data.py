@@ -15,6 +15,7 @@ neighbour slowing one run). Target (issue 13): your data costs ≤ 10 % more per
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,13 @@ def main(argv=None) -> int:
                                                             max_new_tokens=task.max_answer_len + 1, **common)}
     except ValueError as e:
         ap.error(str(e))
+    try:
+        return measure(configs, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)         # the data, the reward file and the run folders
+
+
+def measure(configs: dict, args) -> int:
     names = list(configs)
     times = {name: [] for name in names}
     per_round = {name: [] for name in names}

@@ -336,3 +336,32 @@ def test_on_a_one_gpu_machine_cuda_0_is_allowed_and_cuda_1_is_not(monkeypatch):
     with pytest.raises(ValueError, match=r"--device cuda:1\) is not allowed: this torch can use auto, cpu, cuda, "
                                          r"cuda:0"):
         check_device("cuda:1")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                                                "allocate memory: you tried to allocate 36864000000 bytes"),
+                                   torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+                                   MemoryError()])
+def test_out_of_memory_in_the_first_step_is_one_line_and_leaves_no_run_folder(error, tmp_path, capsys, monkeypatch):
+    import minigrpo.runs.methods as methods
+
+    def grpo_step(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(methods, "grpo_step", grpo_step)
+    code = main(["train", *SMALL, "--out", str(tmp_path / "runs")])
+    one_error(capsys, code, "out of memory", "lower prompts_per_step, group_size")
+    assert _run_in(tmp_path) is None
+
+
+@pytest.mark.parametrize("flags,said", [
+    (["--group-size", "1000000"], "group_size=1000000 is not allowed; must be an integer from 1 to 4,096"),
+    (["--prompts", "100000000"], "prompts_per_step=100000000 is not allowed; must be an integer from 1 to 65,536"),
+    (["--prompts", "1000", "--group-size", "100"], "1,000 × 100 is over 65,536 completions a step"),
+    (["--eval-size", "100000000"], "eval_size=100000000 is not allowed"),
+    (["--eval-samples", "100000"], "eval_samples=100000 is not allowed; must be an integer from 0 to 256"),
+])
+def test_sizes_far_past_any_real_run_are_refused_at_once(flags, said, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_error(capsys, main(["train", "--task", "addition", *flags]), said)
+    assert not (tmp_path / "runs").exists()

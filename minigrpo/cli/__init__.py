@@ -129,6 +129,9 @@ def cmd_bandit(flags: dict, settings: dict) -> int:
 def cmd_demo(flags: dict, settings: dict) -> int:
     from minigrpo.demo import run_demo
 
+    from minigrpo.runs.lm_run import check_run_parent
+
+    check_run_parent(flags["out"], "--out")     # writable, and not inside the package's shipped assets
     run_demo(out=flags["out"], small=flags["small"])
     return 0
 
@@ -138,10 +141,16 @@ def train_config(settings: dict, config_file: str | None = None, digits: int | N
     from minigrpo.runs.config import TrainConfig, read_settings_file
 
     data = read_settings_file(TrainConfig, config_file) if config_file else {}
+    from_file = set(data) - set(settings)
     data.update(settings)
     if digits is not None:
         data["task_args"] = {**data.get("task_args", {}), "digits": digits}
-    return TrainConfig(**data)
+    try:
+        return TrainConfig(**data)
+    except ValueError as e:                     # a setting the file gave: the error names the file too
+        if any(str(e).startswith(f"TrainConfig.{k}=") for k in from_file):
+            raise ValueError(f"config file {config_file!r}: {e}") from None
+        raise
 
 
 def stopped_line(e) -> str:
@@ -250,6 +259,10 @@ def cmd_sft(flags: dict, settings: dict) -> int:
     cfg = SFTConfig(**settings)
     check_device(flags["device"])               # only a device this torch can use here (not meta, not cuda:7 on 1 GPU)
     pick_device(flags["device"])                # a device this machine lacks fails before a folder is made
+    if not flags["out"]:
+        from minigrpo.lm.saving import check_writable
+
+        check_writable("runs")                  # the parent of the new folder: a file there fails now
     new_folder = lambda name: new_run_dir(Path("runs"), f"sft-{name}")    # name: the task or the data file's
     out = build_anchor(cfg, flags["out"] or new_folder, device=flags["device"])
     print(json.dumps({"out": str(out), **{k: v for k, v in json.loads((out / "sft.json").read_text()).items()
@@ -260,7 +273,10 @@ def cmd_sft(flags: dict, settings: dict) -> int:
 def cmd_bench(flags: dict, settings: dict) -> int:
     from minigrpo.runs.speed import BenchConfig, compare, table
 
+    from minigrpo.runs.config_files import check_device
+
     cfg = BenchConfig(**settings)
+    check_device(cfg.device)                    # before a worker starts: one line, not the worker's traceback
     say = None if flags["json"] else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     try:
         result = compare(cfg, progress=say)
@@ -351,6 +367,16 @@ def main(argv=None) -> int:
             return 2
         print(f"minigrpo {name}: stopped: {str(e).replace(chr(10), ' ')}", file=sys.stderr)   # checkpoints intact
         return 1
+    except (MemoryError, RuntimeError) as e:
+        from minigrpo.runs.errors import out_of_memory
+
+        if not out_of_memory(e):
+            raise
+        said = " ".join(str(e).split())[:160]
+        print(f"minigrpo {name}: error: out of memory ({said or type(e).__name__}); lower prompts_per_step, "
+              "group_size, max_new_tokens, eval_size or eval_samples, or use a smaller model, LoRA (--lora-r) or "
+              "--precision bf16", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:               # Ctrl-C outside a run's own handling (flags, imports, other commands)
         print(f"minigrpo {name}: stopped by SIGINT", file=sys.stderr)
         return 130

@@ -192,4 +192,7 @@ def parse_flags(prog: str, description: str, flags: type, config: type | None, a
                          f"({prog} --help lists the flags)") from None
     given = {f.name: getattr(parsed.flags, f.name) for f in dataclasses.fields(parsed.flags)}
     given.update(_read(parsed.flags, argv, {}))
+    empty = [f"--{k.replace('_', '-')}" for k, v in given.items() if v == "" and isinstance(v, str)]
+    if empty:                                   # '' is not "not given": a path left empty by a shell variable
+        raise ValueError(f"{empty[0]} '' is empty; give a path, or leave the flag out ({prog} --help lists the flags)")
     return given, (_read(parsed.settings, argv, aliases) if config is not None else {})

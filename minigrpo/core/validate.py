@@ -58,9 +58,11 @@ class Rule:
         return bool(self.test(value))
 
 
-def integer(lo: int) -> Rule:
-    """An integer (not a bool) ≥ ``lo``."""
-    return Rule(lambda v: is_int(v) and v >= lo, f"must be an integer ≥ {lo}")
+def integer(lo: int, hi: int | None = None, why: str = "") -> Rule:
+    """An integer (not a bool) ≥ ``lo`` (and ≤ ``hi``; ``why`` says what the upper bound is for)."""
+    if hi is None:
+        return Rule(lambda v: is_int(v) and v >= lo, f"must be an integer ≥ {lo}")
+    return Rule(lambda v: is_int(v) and lo <= v <= hi, f"must be an integer from {lo} to {hi:,}{why}")
 
 
 def number(*, gt=None, ge=None, lt=None, le=None) -> Rule:
@@ -183,6 +185,9 @@ def read_as(tp, value):
             return value
         out = {}
         for pair in _split(value):
+            if not isinstance(pair, str):     # a YAML list of numbers where a mapping belongs
+                raise ValueError(f"got a list {list(value)!r}; give a mapping, or name=value pairs separated by "
+                                 "commas, e.g. correct=1,format=0.2")
             key, eq, v = pair.partition("=")
             if not key.strip() or (not eq and not (args and args[1] is float)):
                 raise ValueError("give name=value pairs separated by commas, e.g. correct=1,format=0.2")

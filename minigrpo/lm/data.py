@@ -38,7 +38,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minigrpo.lm.lines import first_long_line, long_line_message
+from minigrpo.lm.lines import first_long_line, first_non_utf8, long_line_message
 from minigrpo.lm.models import looks_like_path
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -156,6 +156,11 @@ def read_dataset(source: str, split: str = "train", config: str | None = None):
             long = first_long_line(path)
             if long is not None:
                 raise ValueError(f"data {long_line_message(source, *long)}")
+        if kind in ("json", "csv"):                 # text: a byte that is not UTF-8 is named, line and column
+            bad = first_non_utf8(path)
+            if bad is not None:
+                raise ValueError(f"data {source!r}: line {bad[0]} is not UTF-8 (byte 0x{bad[2]:02x} at byte "
+                                 f"{bad[1] + 1} of the line); save the file as UTF-8")
         try:
             return datasets.load_dataset(kind, data_files=str(path), split=split)
         except Exception as e:                      # datasets wraps reader errors in its own types

@@ -106,3 +106,24 @@ def first_long_line(path: str | Path, limit: int = MAX_LINE_BYTES) -> tuple[int,
 def long_line_message(path: str | Path, n: int, size: int, limit: int = MAX_LINE_BYTES) -> str:
     return (f"{path}:{n}: the line is {_size(size)}, over the limit of {_size(limit)} a line (MAX_LINE_BYTES in "
             "minigrpo/lm/lines.py); a row is a prompt and its columns: split or shorten it")
+
+
+def first_non_utf8(path: str | Path) -> tuple[int, int, int] | None:
+    """(line, column in bytes, the byte) of the first byte of ``path`` that is not UTF-8, or None. Reads the file
+    in chunks with an incremental decoder: a file of any size, in bounded memory."""
+    import codecs
+
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    with open(path, "rb") as f:
+        while True:
+            chunk, held = f.read(_CHUNK), len(decoder.getstate()[0])    # bytes held back from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                at = offset - held + e.start
+                f.seek(0)
+                head = f.read(at + 1)
+                return head.count(b"\n") + 1, at - (head.rfind(b"\n", 0, at) + 1), head[at]
+            if not chunk:
+                return None
+            offset += len(chunk)

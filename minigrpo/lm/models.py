@@ -5,10 +5,9 @@ Everything goes through Hugging Face ``transformers``, so a tiny model trained h
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import contextlib
 
 import torch
 
@@ -102,13 +101,20 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
     if path.exists():
         check_causal_lm_folder(path, name)
     src = str(path) if path.exists() else name
+    if path.exists():
+        check_tokenizer_files(path, name)
     try:
-        with quiet_transformers():
+        with quiet_transformers(), loading(path, name, "tokenizer"):
             tokenizer = load_tokenizer(src)
-            model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(src)
+        with quiet_transformers(), loading(path, name, "weights"):
+            model = AutoModelForCausalLM.from_pretrained(src, **({"dtype": dtype} if dtype else {}))
     except OSError as e:
+        if path.exists():
+            raise
         raise OSError(f"could not load model {name!r}: no local folder by that name, and the Hugging Face hub "
                       f"did not provide it ({str(e).splitlines()[0]}). Pass a local save_pretrained folder") from e
+    if path.exists():
+        check_vocabulary(tokenizer, model, name)
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     check_tokenizer(tokenizer)
@@ -119,6 +125,7 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
     return model.to(device), tokenizer
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.pth")
 NOT_CAUSAL = {"ForSequenceClassification": "a sequence-classification model",
               "ForTokenClassification": "a token-classification model",
@@ -160,10 +167,8 @@ def check_causal_lm_folder(path: Path, name: str | None = None) -> None:
                                 "file); copy the weights in, or re-save the model with save_pretrained")
     archs = meta.get("architectures") or []
     archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
-    for arch in archs:
-        if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
-            return
-    for arch in archs:
+    causal = any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in archs)
+    for arch in archs if not causal else ():
         for suffix, what in NOT_CAUSAL.items():
             if arch.endswith(suffix):
                 raise ValueError(f"model folder {name!r} is {what} ({arch}), not a causal LM; --model wants a causal "
@@ -182,6 +187,42 @@ def check_causal_lm_folder(path: Path, name: str | None = None) -> None:
         raise ValueError(f"model folder {name!r}: model_type={model_type!r} has no causal-LM class in transformers "
                          f"(architectures {archs or 'not given'}); --model wants a causal LM such as a minigrpo sft "
                          "anchor or gpt2")
+
+
+def check_tokenizer_files(path: Path, name: str) -> None:
+    """Refuse a model folder with no tokenizer file, naming it and the files looked for."""
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"model folder {name!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                                "save the tokenizer beside the model: tokenizer.save_pretrained(folder)")
+
+
+@contextlib.contextmanager
+def loading(path: Path, name: str, part: str):
+    """Turn a local folder's failure to load ``part`` (a damaged safetensors header, a pickle that is not a
+    checkpoint, a tokenizer.json that is not JSON, transformers' refusal of a config) into one ValueError
+    naming the folder, the part and the files it holds. Errors loading a hub id pass through."""
+    try:
+        yield
+    except Exception as e:
+        if not path.exists():
+            raise
+        files = ", ".join(sorted(p.name for p in path.iterdir() if p.is_file())) or "none"
+        raise ValueError(f"model folder {name!r}: its {part} did not load ({type(e).__name__}: "
+                         f"{(str(e).strip().splitlines() or [''])[0][:200]}); the files may be damaged or incomplete "
+                         f"(it holds: {files}); re-save the model with save_pretrained") from None
+
+
+def check_vocabulary(tokenizer, model, name: str) -> None:
+    """Refuse a tokenizer whose ids the model's embedding does not have (a tokenizer.json saved without its
+    tokenizer_config.json can add special tokens past the vocabulary): one line naming the folder."""
+    embedding = model.get_input_embeddings()
+    rows = getattr(embedding, "num_embeddings", None)
+    ids = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) if i is not None]
+    top = max([len(tokenizer) - 1, *ids])
+    if rows is not None and top >= rows:
+        raise ValueError(f"model folder {name!r}: its tokenizer gives token ids up to {top}, but the model's embedding "
+                         f"has {rows} rows; the tokenizer files do not belong to these weights (is "
+                         "tokenizer_config.json missing?); re-save both with save_pretrained")
 
 
 def newest_checkpoint(path: Path) -> Path:

@@ -76,14 +76,14 @@ def load_function(spec: str):
             module = importlib.util.module_from_spec(loader_spec)
             try:
                 loader_spec.loader.exec_module(module)
-            except Exception as e:
+            except (Exception, SystemExit) as e:             # sys.exit() at import is a failed load, not our exit
                 raise ValueError(f"reward function {spec!r}: the file {where!r} failed to load: "
                                  f"{type(e).__name__}: {e}") from None
             sys.modules[module_name] = module
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise ValueError(f"reward function {spec!r}: the module {where!r} failed to import: "
                              f"{type(e).__name__}: {e}") from None
     fn = getattr(module, name, None)

@@ -95,6 +95,10 @@ class LoadReport:
 def record_pairs(rec, where: str) -> list[PreferencePair]:
     """One record (a pair, or a ranking) → its pairs, or ValueError saying what is wrong at ``where``."""
     if isinstance(rec, dict) and "ranking" in rec:
+        both = [k for k in ("chosen", "rejected") if k in rec]
+        if both:
+            raise ValueError(f"{where}: the record has both 'ranking' and {' and '.join(map(repr, both))}; give a "
+                             "ranking or a chosen/rejected pair, not both")
         if not isinstance(rec.get("prompt"), str) or not isinstance(rec["ranking"], list) \
                 or not all(isinstance(c, str) for c in rec["ranking"]):
             raise ValueError(f"{where}: a ranking needs 'prompt' (a string) and 'ranking' (a list of strings)")

@@ -41,6 +41,15 @@ def pair_accuracy(r_chosen: Tensor, r_rejected: Tensor) -> float:
     return (r_chosen > r_rejected).float().mean().item()
 
 
+def _architectures(path: Path) -> list[str]:
+    """The ``architectures`` a folder's config.json names ([] when it names none or does not read)."""
+    try:
+        archs = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (ValueError, OSError, AttributeError):
+        return []
+    return [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+
+
 class RewardModel:
     """r_φ(prompt, completion): a sequence classifier with one output, its tokenizer, and the
     standardisation (r − offset)/scale applied by ``scores``."""
@@ -65,7 +74,7 @@ class RewardModel:
         head is new (seeded)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from minigrpo.lm.models import quiet_transformers
+        from minigrpo.lm.models import loading, quiet_transformers
 
         path = Path(path)
         if not (path / "config.json").exists():
@@ -76,10 +85,11 @@ class RewardModel:
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()         # the new head is "missing from the checkpoint": by design
         try:
-            with quiet_transformers():
+            with quiet_transformers(), loading(path, str(path), "weights"):
                 model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         finally:
             hf_logging.set_verbosity(level)
+        with loading(path, str(path), "tokenizer"):
             tok = AutoTokenizer.from_pretrained(path)
         return cls(model.to(device), tok)
 
@@ -88,14 +98,22 @@ class RewardModel:
         """A saved reward model, or any Hugging Face sequence-classification checkpoint folder."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from minigrpo.lm.models import quiet_transformers
+        from minigrpo.lm.models import loading, quiet_transformers
 
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"reward model {str(path)!r} is not a save_pretrained folder (no config.json)")
-        with quiet_transformers():
+        archs = _architectures(path)
+        if label is None and any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            raise ValueError(f"reward model {str(path)!r} is a causal LM ({', '.join(archs)}), not a reward model (a "
+                             "sequence classifier with one output, as `minigrpo reward-model` writes); give the folder "
+                             "a reward-model run wrote")
+        with quiet_transformers(), loading(path, str(path), "weights and tokenizer"):
             model = AutoModelForSequenceClassification.from_pretrained(path)
             tok = AutoTokenizer.from_pretrained(path)
+        if label is None and model.config.num_labels != 1:
+            raise ValueError(f"reward model {str(path)!r} has num_labels={model.config.num_labels}; a reward model "
+                             "has one output (give label=<index> from Python to score by one label's log-probability)")
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         meta = json.loads((path / "reward_model.json").read_text()) if (path / "reward_model.json").exists() else {}

@@ -30,6 +30,12 @@ PRECISIONS = ("fp32", "bf16")
 OFFLINE = ("dpo", "ipo", "offline_grpo")      # methods that learn from data built (or logged) before training
 # built-in components that read nothing but the answer column and the text (a task's 'format' and 'steps' need it)
 DATA_COMPONENTS = ("correct", "length", "safety", "reward_model")
+# Upper bounds on sizes, far above any real run, so a typo (a few extra zeros) is refused at once rather than
+# sampling for hours or ending in an out-of-memory traceback: a step holds all its P·G completions at once.
+MAX_COMPLETIONS = 65_536          # prompts_per_step × group_size
+MAX_GROUP = 4_096                 # group_size (DeepSeekMath used 64)
+MAX_EVAL = 100_000                # eval_size
+MAX_EVAL_SAMPLES = 256            # eval_samples per held-out prompt (pass@k up to 256)
 
 
 def _fail(name, value, allowed):
@@ -90,8 +96,8 @@ class TrainConfig:
     # How token losses are averaged: seq_mean_token_mean, token_mean or constant_normaliser (core/loss.py); None:
     # the preset's (seed: seq_mean_token_mean).
     aggregation: str | None = setting(None, optional(one_of(AGGREGATIONS)))
-    group_size: int = setting(8, integer(1))              # G completions per prompt
-    prompts_per_step: int = setting(16, integer(1))       # P prompts per step
+    group_size: int = setting(8, integer(1, MAX_GROUP))  # G completions per prompt
+    prompts_per_step: int = setting(16, integer(1, MAX_COMPLETIONS))   # P prompts per step
     # AdamW learning rate (after a short warm-up); None: 2e-4, or 5e-5 for ppo, whose 4 epochs × 4 minibatches take
     # 16 steps per rollout (at 2e-4 PPO fell below the anchor on chain: bench/RESULTS.md).
     lr: float | None = setting(None, optional(number(gt=0)))
@@ -137,9 +143,9 @@ class TrainConfig:
     reward_model: str | None = setting(None, optional(text("must be a reward-model folder")))
     seed: int = setting(0, SEED)                          # problem draws and sampling
     eval_every: int = setting(25, integer(1))             # evaluate on held-out prompts every N steps (and at 0 and last)
-    eval_size: int = setting(200, integer(1))             # held-out prompts evaluated (at most)
+    eval_size: int = setting(200, integer(1, MAX_EVAL))   # held-out prompts evaluated (at most)
     # Completions sampled per held-out prompt for eval/sampled/* and pass@k; 0: greedy decoding only.
-    eval_samples: int = setting(4, integer(0))
+    eval_samples: int = setting(4, integer(0, MAX_EVAL_SAMPLES))
     # Stop when each of the first N steps taught nothing (every group's rewards equal, or no completion judged);
     # 0: never stop.
     stop_after_flat: int = setting(20, integer(0))
@@ -208,6 +214,10 @@ class TrainConfig:
             self.lr = 5e-5 if self.method == "ppo" else 2e-4
         if self.minibatches is None:
             self.minibatches = min(4, self.prompts_per_step) if self.method == "ppo" else 1
+        if self.prompts_per_step * self.group_size > MAX_COMPLETIONS:
+            _fail("group_size", self.group_size, f"prompts_per_step × group_size = {self.prompts_per_step:,} × "
+                                                 f"{self.group_size:,} is over {MAX_COMPLETIONS:,} completions a step, "
+                                                 "which a step holds in memory at once; lower either")
         if self.minibatches > self.prompts_per_step + self.online_prompts:
             _fail("minibatches", self.minibatches, f"must be at most the prompts a step learns from (prompts_per_step + "
                                                    f"online_prompts = {self.prompts_per_step + self.online_prompts})")

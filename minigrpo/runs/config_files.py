@@ -76,7 +76,7 @@ def _load_config_file(path: Path):
         raise OSError(e.errno, f"config file {name!r} could not be read ({e.strerror or e})") from None
     if kind == "JSON":
         try:
-            return json.loads(text) if text.strip() else None
+            return json.loads(text, object_pairs_hook=_once(name)) if text.strip() else None
         except json.JSONDecodeError as e:
             hint = "; a JSON config holds one object" if e.msg == "Extra data" else \
                 "; is it truncated?" if e.pos >= len(text.rstrip()) else ""
@@ -84,13 +84,41 @@ def _load_config_file(path: Path):
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader(name))
     except yaml.constructor.ConstructorError as e:
         raise ValueError(f"config file {name!r}{_where(e)}: {e.problem} (only plain YAML is read: mappings, lists, "
                          "text, numbers, true/false, null)") from None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ValueError(f"config file {name!r} is not valid YAML{_where(e)}: {problem}") from None
+
+
+def _once(name: str):
+    """A json ``object_pairs_hook`` that refuses a key given twice (json would keep the last, silently)."""
+    def pairs(items: list) -> dict:
+        keys = [k for k, _ in items]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:
+            raise ValueError(f"config file {name!r}: {twice!r} is given twice; give each setting once")
+        return dict(items)
+    return pairs
+
+
+def _loader(name: str):
+    """yaml's SafeLoader, refusing a key given twice in one mapping (PyYAML keeps the last, silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str) and key in seen:
+                    raise ValueError(f"config file {name!r}: {key!r} is given twice (lines {seen[key]} and "
+                                     f"{key_node.start_mark.line + 1}); give each setting once")
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+    return Loader
 
 
 def read_settings_file(cls, path: str | Path) -> dict:

@@ -30,3 +30,11 @@ class Interrupted(BaseException):
     def __init__(self, signal: str, step: int | None = None, run_dir=None, checkpoint: str | None = None):
         super().__init__(signal, step, run_dir, checkpoint)
         self.signal, self.step, self.run_dir, self.checkpoint = signal, step, run_dir, checkpoint
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is running out of memory: Python's MemoryError, torch's OutOfMemoryError (a GPU), or
+    the CPU allocator's RuntimeError ("can't allocate memory")."""
+    text = str(e)
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
+        (isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()))

@@ -194,7 +194,10 @@ def step_kl_runs(settings: dict[str, dict] | None = None, *, steps: int = 150, e
 
 
 def save_json(obj: dict, path: str | Path) -> Path:
+    """Write ``obj`` as JSON to ``path`` whole or not at all (a temporary file, then a rename)."""
+    from minigrpo.runs.folder import _atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=str))
+    _atomic_write_text(path, json.dumps(obj, indent=2, default=str))
     return path

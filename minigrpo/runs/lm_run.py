@@ -32,7 +32,7 @@ import torch
 
 from minigrpo.core.optimizer import adamw
 from minigrpo.runs.config import OFFLINE, TrainConfig
-from minigrpo.runs.errors import DiskFull, Interrupted, NothingToLearn, NothingToLearnWarning
+from minigrpo.runs.errors import DiskFull, Interrupted, NothingToLearn, NothingToLearnWarning, out_of_memory
 from minigrpo.runs.folder import RunFolder
 from minigrpo.runs.lock import RunLock
 from minigrpo.runs.resume import check_config_unchanged, resume_config  # noqa: F401  (resume_config re-exported)
@@ -151,7 +151,7 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         folder = RunFolder(made[0]) if made else None
         started = bool(made) and made[1]
         if folder is not None and folder._latest_name() is None and folder.path.exists() and \
-                (not started or isinstance(e, (Interrupted, DiskFull, KeyboardInterrupt))):
+                (not started or isinstance(e, (Interrupted, DiskFull, KeyboardInterrupt)) or out_of_memory(e)):
             shutil.rmtree(folder.path, ignore_errors=True)
             folder = None
         if isinstance(e, Interrupted):
@@ -163,6 +163,17 @@ def train_lm(cfg: TrainConfig, *, resume: str | Path | None = None, run_dir: str
         raise
     finally:
         lock.release()
+
+
+def check_run_parent(path, flag: str) -> None:
+    """Before any work: the run folder (or the folder it goes in) can be written, and is not inside the
+    package's shipped assets; an ``OSError`` naming ``flag`` and the path if not."""
+    from minigrpo.lm.saving import check_writable, in_assets, may_write_assets
+
+    if in_assets(Path(path)) and not may_write_assets():
+        raise PermissionError(f"{flag} {str(path)!r} is inside the installed package's shipped assets, which "
+                              "minigrpo never writes into; choose another folder, e.g. runs")
+    check_writable(path, flag)
 
 
 def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, rewards, lock: RunLock, stop,
@@ -186,6 +197,7 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
         if run_dir is not None and (run_dir / "checkpoints" / "latest").exists():
             raise FileExistsError(f"run folder {str(run_dir)!r} already holds a run; resume it with "
                                   "--resume, or choose another folder")
+        check_run_parent(run_dir if run_dir is not None else cfg.out, "run_dir" if run_dir is not None else "--out")
     processes = Processes.from_environment(cfg.device)    # one, or those accelerate launched
     refuse_unshared(cfg, processes.count)
     if stop is not None and processes.count > 1:            # each process would stop alone: the default handlers
@@ -206,6 +218,15 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     if cfg.precision == "bf16":
         require_bf16(device)                  # … and so does bf16 where it would be emulated, ~400× slower
     source = prompt_source(cfg)
+    if rewards is None and cfg.reward_fns:           # your reward functions load, and find their columns, first
+        from minigrpo.rewards.functions import load_reward_functions
+
+        for fn, _ in load_reward_functions(cfg.reward_fns).values():
+            fn.check_columns(source.columns, f"data {source.name!r}" if cfg.data else f"task {source.name!r}")
+    if ckpt is None and (cfg.prefs or cfg.labels):     # dpo/ipo's pairs: a bad file fails before the model loads
+        from minigrpo.runs.methods import read_pairs
+
+        read_pairs(cfg)
     anchor_src = resolve_model(cfg, progress)
     if ckpt is None or cfg.lora_r:
         policy, tokenizer = build_policy(anchor_src, cfg, device, lora_from=str(ckpt) if ckpt else None)
