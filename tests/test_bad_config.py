@@ -365,3 +365,35 @@ def test_sizes_far_past_any_real_run_are_refused_at_once(flags, said, tmp_path, 
     monkeypatch.chdir(tmp_path)
     one_error(capsys, main(["train", "--task", "addition", *flags]), said)
     assert not (tmp_path / "runs").exists()
+
+
+SAVE_SIGNALLER = """
+import os, signal, sys
+import minigrpo.lm.saving as saving
+import minigrpo.lm.sft as sft
+from minigrpo.cli import main
+
+sig, real = getattr(signal, sys.argv[1]), saving.save_folder
+
+def save_folder(path, write, tensors):
+    def written(folder):
+        write(folder)
+        os.kill(os.getpid(), sig)             # every file is in the temporary folder, none renamed yet
+    return real(path, written, tensors)
+
+saving.save_folder = sft.save_folder = save_folder
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize("command", [["sft", "--task", "addition", "--steps", "2", "--device", "cpu"],
+                                     ["reward-model", "--synthetic", "closeness", "--prompts", "12", "--steps", "2"]])
+def test_a_signal_while_sft_or_reward_model_saves_is_one_line_and_leaves_nothing(command, sig, code, tmp_path):
+    earlier = tmp_path / "out"
+    earlier.mkdir()
+    (earlier / "config.json").write_text("{}")            # an earlier save there: kept as it was
+    res = subprocess.run([sys.executable, "-c", SAVE_SIGNALLER, sig, *command, "--out", str(earlier)], env=ENV,
+                         capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert the_line(res, code) == f"minigrpo {command[0]}: stopped by {sig}"
+    assert tree(tmp_path) == {"out", "out/config.json"} and (earlier / "config.json").read_text() == "{}"

@@ -15,6 +15,7 @@ signal's number).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -356,8 +357,16 @@ def main(argv=None) -> int:
         return 2
     plain_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *_, **__: f"minigrpo {name}: warning: {message}\n"    # one line each
+    from minigrpo.runs.errors import Interrupted
+    from minigrpo.runs.stop import GracefulStop, exit_code
+
+    stop = contextlib.nullcontext() if name == "train" else GracefulStop()   # train stops at a safe point itself
     try:
-        return COMMANDS[name].run(*parse(name, rest))
+        with stop:                              # SIGINT/SIGTERM: stop now; a save is whole or not made at all
+            return COMMANDS[name].run(*parse(name, rest))
+    except Interrupted as e:
+        print(f"minigrpo {name}: stopped by {e.signal}", file=sys.stderr)
+        return exit_code(e.signal)
     except (ValueError, OSError) as e:      # bad settings or paths: one clear line, no traceback
         print(f"minigrpo {name}: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
         return 2
