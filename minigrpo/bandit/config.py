@@ -11,6 +11,10 @@ from minigrpo.core.recipe import BASELINES, KLS, METHODS, PRESETS, Recipe, compo
 from minigrpo.core.validate import SEED, check_fields, integer, number, one_of, optional, refuse, setting
 
 BASELINE_CHOICES = tuple(BASELINES) + ("value",)
+# Bounds far above any lesson, so a typo (a few extra zeros) is refused at once instead of running for hours or
+# ending in an out-of-memory error: the run records K probabilities every record_every steps.
+MAX_ARMS = 65_536
+MAX_RECORDED = 1 << 28            # recorded probabilities, (steps / record_every) × K: 1 GiB of float32
 
 
 
@@ -65,9 +69,9 @@ class BanditConfig:
     kl: str | None = setting(None, optional(one_of(KLS)))
     """KL placement and estimator: 'reward:k1|k2|k3', 'loss:k1|k2|k3' or 'none'; None: the preset's
     (seed: reward:k1)."""
-    steps: int = setting(4000, integer(1))
+    steps: int = setting(4000, integer(1, 10_000_000))
     """GRPO steps."""
-    group_size: int = setting(128, integer(1))
+    group_size: int = setting(128, integer(1, 1 << 20))
     """G, completions (arm pulls) per prompt per step. A bandit step costs about the same for G = 16
     or 128 (per-op overhead dominates), and a large group makes the sampled gradient precise enough
     to land within KL 1e-3 of π* even when two arms are nearly tied."""
@@ -98,8 +102,8 @@ class BanditConfig:
     def __post_init__(self):
         self.means = _numbers("means", self.means)
         K = len(self.means)
-        if K <= 1:
-            _fail("arms", K, "a bandit needs at least 2 arms (give ≥ 2 comma-separated means)")
+        if K <= 1 or K > MAX_ARMS:
+            _fail("arms", K, f"a bandit needs 2 to {MAX_ARMS:,} arms (give that many comma-separated means)")
         if not all(math.isfinite(m) for m in self.means):
             _fail("means", self.means, "every arm mean must be a finite number")
         if self.anchor is None:
@@ -122,6 +126,10 @@ class BanditConfig:
                 _fail("behaviour", self.behaviour, f"must be {K} probabilities ≥ 0 summing to 1, one per arm")
             if self.method != "offline_grpo":
                 _fail("behaviour", self.behaviour, "is the logging policy of method offline_grpo only")
+        if (self.steps // self.record_every + 1) * K > MAX_RECORDED:
+            _fail("record_every", self.record_every, f"steps / record_every × arms = {self.steps // self.record_every:,} "
+                                                     f"× {K:,} probabilities to record is over {MAX_RECORDED:,}; "
+                                                     "raise record_every")
         self._fill_method()
         # the recipe's pieces: the preset's own where None
         own = self.build_recipe()

@@ -78,8 +78,10 @@ def _bandit_config(settings: dict, arms: int | None):
     from minigrpo.bandit.config import BanditConfig
 
     if arms is not None:
-        if arms <= 1:
-            raise ValueError(f"--arms={arms} is not allowed; a bandit needs at least 2 arms")
+        from minigrpo.bandit.config import MAX_ARMS
+
+        if not 2 <= arms <= MAX_ARMS:
+            raise ValueError(f"--arms={arms} is not allowed; a bandit needs 2 to {MAX_ARMS:,} arms")
         if "means" not in settings:
             settings["means"] = [0.1 + 0.8 * k / (arms - 1) for k in range(arms)]
         elif len(settings["means"]) != arms:
@@ -342,6 +344,12 @@ def usage() -> str:
                       *(f"  {n:<{width}}  {c.help}" for n, c in COMMANDS.items())])
 
 
+# what to lower when a command runs out of memory
+OUT_OF_MEMORY = {"train": "lower --prompts, --group-size, --max-new-tokens, --eval-size or --eval-samples, or use a "
+                          "smaller model, LoRA (--lora-r) or --precision bf16",
+                 "bandit": "lower --steps (or raise --record-every), --group-size or --arms"}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -382,9 +390,8 @@ def main(argv=None) -> int:
         if not out_of_memory(e):
             raise
         said = " ".join(str(e).split())[:160]
-        print(f"minigrpo {name}: error: out of memory ({said or type(e).__name__}); lower prompts_per_step, "
-              "group_size, max_new_tokens, eval_size or eval_samples, or use a smaller model, LoRA (--lora-r) or "
-              "--precision bf16", file=sys.stderr)
+        lower = OUT_OF_MEMORY.get(name, f"lower the sizes asked for (minigrpo {name} --help lists them)")
+        print(f"minigrpo {name}: error: out of memory ({said or type(e).__name__}); {lower}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:               # Ctrl-C outside a run's own handling (flags, imports, other commands)
         print(f"minigrpo {name}: stopped by SIGINT", file=sys.stderr)
