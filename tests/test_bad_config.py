@@ -350,7 +350,7 @@ def test_out_of_memory_in_the_first_step_is_one_line_and_leaves_no_run_folder(er
 
     monkeypatch.setattr(methods, "grpo_step", grpo_step)
     code = main(["train", *SMALL, "--out", str(tmp_path / "runs")])
-    one_error(capsys, code, "out of memory", "lower prompts_per_step, group_size")
+    one_error(capsys, code, "out of memory", "lower --prompts, --group-size")
     assert _run_in(tmp_path) is None
 
 
