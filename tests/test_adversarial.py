@@ -6,8 +6,9 @@ the moment a command reaches its work: train's method data and steps, an SFT or 
 benchmark) and with no file created, changed or deleted, in the case's folder or in the package's shipped assets.
 The classes:
 
-* flags: a bad value, an unknown choice or flag, a flag missing its value, settings that conflict (--resume with
-  other settings, two reward-model sources): the flag or setting and the value;
+* flags: a bad value, an unknown choice or flag, a flag missing its value, an empty path, settings that conflict
+  (--resume with other settings, two reward-model sources), sizes far past any real run (a typo's extra zeros):
+  the flag or setting and the value;
 * config files: ``train --config`` that does not parse (YAML or JSON syntax, a refused tag, bytes that are not
   UTF-8, an unknown suffix), is not a mapping, or holds an unknown or mistyped setting: the file (with line and
   column where the parser gives them) or the setting;

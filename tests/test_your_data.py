@@ -460,3 +460,16 @@ def test_a_run_records_its_rewards_and_refuses_to_resume_without_those_given_in_
     with pytest.raises(ValueError, match="components \\['exact'\\]; the reward given now has \\['other'\\]"):
         train_lm(more, resume=tmp_path / "run", rewards={"other": trl_exact}, progress=False)
     assert len(train_lm(more, resume=tmp_path / "run", rewards={"exact": trl_exact}, progress=False).metrics) == 4
+
+
+def test_a_module_beside_you_loads_as_the_minigrpo_command_runs(tmp_path, monkeypatch):
+    """The `minigrpo` console script does not put the working directory on sys.path (`python -m` does):
+    `--reward-fn mypkg.rewards:exact` still finds the package in the folder you run it from."""
+    import sys
+
+    (tmp_path / "mypkg_beside").mkdir()
+    (tmp_path / "mypkg_beside" / "__init__.py").write_text("")
+    (tmp_path / "mypkg_beside" / "rewards.py").write_text("def exact(prompt, completion):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert load_function("mypkg_beside.rewards:exact")("1+1=", "2") == 1.0

@@ -81,6 +81,8 @@ def load_function(spec: str):
                                  f"{type(e).__name__}: {e}") from None
             sys.modules[module_name] = module
     else:
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:   # as `python -m` has it: a module beside you
+            sys.path.append(str(Path.cwd()))                         # imports from the `minigrpo` command too
         try:
             module = importlib.import_module(where)
         except (Exception, SystemExit) as e:
