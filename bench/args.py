@@ -3,7 +3,8 @@
 Every value is checked as it is read, so a bad one stops a script before any work with one line,
 ``<script>: error: argument --flag: <what is wrong> (see --help)``, and exit code 2. The scripts run as
 ``python bench/<script>.py``, which puts this folder on ``sys.path``: they ``from args import …``.
-``write_text_atomic`` is how they write a results file: whole or not at all.
+``write_text_atomic`` (the package's own, ``minigrpo/lm/saving.py``) is how they write a results file: whole or
+not at all.
 """
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import argparse
 import math
 import os
 import re
-import stat
-import tempfile
 from pathlib import Path
 
+from minigrpo.lm.saving import write_text_atomic  # noqa: F401  (the scripts' writer of results files)
+
 SEED_MAX = 2 ** 63 - 1                      # TrainConfig's largest seed
-_UMASK = os.umask(0o022)                    # read once, at import (os.umask sets it for every thread)
-os.umask(_UMASK)
 
 
 class Parser(argparse.ArgumentParser):
@@ -181,21 +180,3 @@ def device(text: str) -> str:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             _refuse(f"{text!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s) here")
     return text
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

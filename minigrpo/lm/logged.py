@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from minigrpo.core.offline import LoggedBatch
 from minigrpo.core.validate import is_int, is_real
 from minigrpo.lm.data import read_dataset
 from minigrpo.lm.pairs import check_max_new_tokens, completion_row, encode_head, left_pad_rows, prompt_ids, short
+from minigrpo.lm.saving import write_text_atomic
 from minigrpo.lm.tokens import check_tokenizer
 
 FIELDS = ("prompt", "completion", "reward", "logp")
@@ -159,17 +159,7 @@ def write_logged(path, records: list[ScoredCompletion]) -> Path:
             raise ValueError(f"{where}a column's value cannot be written as JSON ({e})") from None
     _same_logp(records, lambda i: f"write_logged {str(path)!r}, record {i} ")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, "".join(lines))
 
 
 def _where(source: str, row: int, line: int | None = None) -> str:

@@ -66,6 +66,26 @@ def non_finite(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
     return None
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (its folder made if missing) whole or not at all: a new temporary file beside it
+    (created with the usual mode; an existing file's mode is kept), flushed to disk, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened."""
     try:

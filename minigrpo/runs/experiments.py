@@ -195,9 +195,8 @@ def step_kl_runs(settings: dict[str, dict] | None = None, *, steps: int = 150, e
 
 def save_json(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as JSON to ``path`` whole or not at all (a temporary file, then a rename)."""
-    from minigrpo.runs.folder import _atomic_write_text
+    from minigrpo.lm.saving import write_text_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(obj, indent=2, default=str))
-    return path
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=str))

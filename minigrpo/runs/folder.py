@@ -47,21 +47,8 @@ import torch
 
 from minigrpo.lm.saving import fsync_dir as _fsync_dir
 from minigrpo.lm.saving import non_finite as _non_finite
+from minigrpo.lm.saving import write_text_atomic as _atomic_write_text    # whole or not at all
 from minigrpo.runs.lock import RunFolderInUse, RunLock  # noqa: F401  (re-exported: one writer per folder)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _errors(e: BaseException):
