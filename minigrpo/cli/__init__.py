@@ -131,7 +131,6 @@ def cmd_bandit(flags: dict, settings: dict) -> int:
 
 def cmd_demo(flags: dict, settings: dict) -> int:
     from minigrpo.demo import run_demo
-
     from minigrpo.runs.lm_run import check_run_parent
 
     check_run_parent(flags["out"], "--out")     # writable, and not inside the package's shipped assets
@@ -274,9 +273,8 @@ def cmd_sft(flags: dict, settings: dict) -> int:
 
 
 def cmd_bench(flags: dict, settings: dict) -> int:
-    from minigrpo.runs.speed import BenchConfig, compare, table
-
     from minigrpo.runs.config_files import check_device
+    from minigrpo.runs.speed import BenchConfig, compare, table
 
     cfg = BenchConfig(**settings)
     check_device(cfg.device)                    # before a worker starts: one line, not the worker's traceback

@@ -58,11 +58,11 @@ class Rule:
         return bool(self.test(value))
 
 
-def integer(lo: int, hi: int | None = None, why: str = "") -> Rule:
-    """An integer (not a bool) ≥ ``lo`` (and ≤ ``hi``; ``why`` says what the upper bound is for)."""
+def integer(lo: int, hi: int | None = None) -> Rule:
+    """An integer (not a bool) ≥ ``lo`` (and ≤ ``hi``)."""
     if hi is None:
         return Rule(lambda v: is_int(v) and v >= lo, f"must be an integer ≥ {lo}")
-    return Rule(lambda v: is_int(v) and lo <= v <= hi, f"must be an integer from {lo} to {hi:,}{why}")
+    return Rule(lambda v: is_int(v) and lo <= v <= hi, f"must be an integer from {lo} to {hi:,}")
 
 
 def number(*, gt=None, ge=None, lt=None, le=None) -> Rule:

@@ -100,17 +100,14 @@ def load_causal_lm(name_or_path: str | Path, *, device: torch.device | str = "cp
                                 "save_pretrained (e.g. assets/anchors/addition) or a hub id such as gpt2")
     if path.exists():
         check_causal_lm_folder(path, name)
-    src = str(path) if path.exists() else name
-    if path.exists():
         check_tokenizer_files(path, name)
+    src = str(path) if path.exists() else name
     try:
         with quiet_transformers(), loading(path, name, "tokenizer"):
             tokenizer = load_tokenizer(src)
         with quiet_transformers(), loading(path, name, "weights"):
             model = AutoModelForCausalLM.from_pretrained(src, **({"dtype": dtype} if dtype else {}))
-    except OSError as e:
-        if path.exists():
-            raise
+    except OSError as e:                       # a hub id (a local folder's failures are ValueErrors: ``loading``)
         raise OSError(f"could not load model {name!r}: no local folder by that name, and the Hugging Face hub "
                       f"did not provide it ({str(e).splitlines()[0]}). Pass a local save_pretrained folder") from e
     if path.exists():

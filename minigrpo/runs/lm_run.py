@@ -37,7 +37,7 @@ from minigrpo.runs.folder import RunFolder
 from minigrpo.runs.lock import RunLock
 from minigrpo.runs.resume import check_config_unchanged, resume_config  # noqa: F401  (resume_config re-exported)
 from minigrpo.runs.lm_setup import (UnjudgedWatch, build_reward, check_resumed_reward, describe_reward, flat_message,
-                                    flat_samples, prompt_source, sample_rows)
+                                    flat_samples, prompt_source, reward_functions, sample_rows)
 from minigrpo.runs.parallel import Processes, refuse_unshared
 
 
@@ -184,7 +184,7 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     from minigrpo.lm.policy import CausalLMPolicy, context_length
     from minigrpo.lm.precision import require_bf16
     from minigrpo.runs.evaluation import evaluate
-    from minigrpo.runs.methods import RunParts, make_steps
+    from minigrpo.runs.methods import RunParts, make_steps, read_pairs
     from minigrpo.runs.report import open_reporters
 
     t0 = time.perf_counter()
@@ -218,21 +218,14 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     if cfg.precision == "bf16":
         require_bf16(device)                  # … and so does bf16 where it would be emulated, ~400× slower
     source = prompt_source(cfg)
-    if rewards is None and cfg.reward_fns:           # your reward functions load, and find their columns, first
-        from minigrpo.rewards.functions import load_reward_functions
-
-        for fn, _ in load_reward_functions(cfg.reward_fns).values():
-            fn.check_columns(source.columns, f"data {source.name!r}" if cfg.data else f"task {source.name!r}")
-    if ckpt is None and (cfg.prefs or cfg.labels):     # dpo/ipo's pairs: a bad file fails before the model loads
-        from minigrpo.runs.methods import read_pairs
-
-        read_pairs(cfg)
+    functions = reward_functions(cfg, source) if rewards is None else None    # they load, with their columns, first
+    pairs = read_pairs(cfg) if cfg.prefs or cfg.labels else None    # dpo/ipo: a bad file fails before the model loads
     anchor_src = resolve_model(cfg, progress)
     if ckpt is None or cfg.lora_r:
         policy, tokenizer = build_policy(anchor_src, cfg, device, lora_from=str(ckpt) if ckpt else None)
     else:
         policy, tokenizer = build_policy(str(ckpt), cfg, device)
-    reward = build_reward(cfg, tokenizer, source, device, rewards)
+    reward = build_reward(cfg, tokenizer, source, device, rewards, functions)
     if folder is not None:                     # resuming: the reward the run trained with, or a clear refusal
         check_resumed_reward(folder.read_json("rewards.json"), reward, rewards is not None, folder.path)
     T = cfg.new_tokens(source.longest_answer(tokenizer))
@@ -259,7 +252,7 @@ def _train_lm(cfg: TrainConfig, resume, run_dir, on_step, progress: bool, reward
     # the anchor's evaluation calls every reward once: a reward that fails does so before a run folder exists
     first = {"step": 0, **run_eval()} if ckpt is None else None
     parts = RunParts(cfg, policy, anchor, tokenizer, reward, source, optimizer, recipe, T, device, data_gen, sample_gen,
-                     processes)
+                     processes, pairs)
     tic = time.perf_counter()
     take_step = make_steps(parts)     # the method's data, read or built from the anchor (runs/methods.py)
     data_seconds = time.perf_counter() - tic

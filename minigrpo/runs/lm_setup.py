@@ -12,11 +12,13 @@ reward, and the words it says when a step teaches nothing.
 from __future__ import annotations
 
 import math
+import warnings
 
 from minigrpo.core.protocols import RewardComponent, RolloutReward
 from minigrpo.lm.sources import DataPrompts, TaskPrompts, load_train_test
 from minigrpo.rewards.compose import RewardSet
 from minigrpo.runs.config import TrainConfig
+from minigrpo.runs.errors import UnjudgedRewardWarning
 
 
 def prompt_source(cfg: TrainConfig):
@@ -26,20 +28,32 @@ def prompt_source(cfg: TrainConfig):
         return TaskPrompts(cfg.task_obj)
     train, test = load_train_test(cfg.data, cfg.test_data, cfg.test_fraction, cfg.prompt_column, cfg.data_config)
     if test is None and cfg.test_fraction:
-        import warnings
-
         warnings.warn(f"data {cfg.data!r}: no row fell in the held-out {cfg.test_fraction:g} ({len(train)} rows), so "
                       "the run is not evaluated on held-out prompts; give test_data or raise test_fraction",
                       stacklevel=3)
     return DataPrompts(train, test, cfg.seed)
 
 
-def build_reward(cfg: TrainConfig, tokenizer, source, device=None, rewards=None) -> RewardSet:
-    """The run's reward: ``rewards`` when given (a mapping of components, one function, or a RewardSet),
-    else the config's built-in checks, reward model and reward functions. Refuses a column a reward
-    function asks for that ``source`` lacks."""
+def reward_functions(cfg: TrainConfig, source) -> dict:
+    """``cfg.reward_fns`` loaded ({name: (RewardFunction, weight)}), each refused in one line if it does not
+    load or asks for a column ``source`` lacks: checked before any model is loaded."""
     from minigrpo.rewards.functions import load_reward_functions
 
+    functions = load_reward_functions(cfg.reward_fns)
+    for fn, _ in functions.values():
+        fn.check_columns(source.columns, _where(source))
+    return functions
+
+
+def _where(source) -> str:
+    return f"data {source.name!r}" if isinstance(source, DataPrompts) else f"task {source.name!r}"
+
+
+def build_reward(cfg: TrainConfig, tokenizer, source, device=None, rewards=None,
+                 functions: dict | None = None) -> RewardSet:
+    """The run's reward: ``rewards`` when given (a mapping of components, one function, or a RewardSet),
+    else the config's built-in checks, reward model and reward functions (``functions``, already loaded by
+    ``reward_functions``, or loaded here). Refuses a column a reward function asks for that ``source`` lacks."""
     if isinstance(rewards, RewardSet):
         reward = rewards
     elif isinstance(rewards, dict):
@@ -54,11 +68,11 @@ def build_reward(cfg: TrainConfig, tokenizer, source, device=None, rewards=None)
                                        rewards}, combine=cfg.reward_combine)
     else:
         parts = _builtin_parts(cfg, tokenizer, source, device)
-        for name, part in load_reward_functions(cfg.reward_fns).items():
+        functions = reward_functions(cfg, source) if functions is None else functions
+        for name, part in functions.items():
             parts[name if name not in parts else f"fn:{name}"] = part
         reward = RewardSet(tokenizer, parts, combine=cfg.reward_combine, name=f"{cfg.name}_reward")
-    where = f"data {source.name!r}" if isinstance(source, DataPrompts) else f"task {source.name!r}"
-    reward.check_columns(source.columns, where)
+    reward.check_columns(source.columns, _where(source))
     return reward
 
 
@@ -278,10 +292,6 @@ class UnjudgedWatch:
         self.steps, self.never, self.told = 0, None, set()
 
     def see(self, step, t: int) -> None:
-        import warnings
-
-        from minigrpo.runs.errors import UnjudgedRewardWarning
-
         if step is None or step.scored is None:
             return
         none = {k for k, m in step.scored.applicable.items() if not bool(m.any())}
@@ -295,10 +305,6 @@ class UnjudgedWatch:
                           stacklevel=2)
 
     def finish(self) -> None:
-        import warnings
-
-        from minigrpo.runs.errors import UnjudgedRewardWarning
-
         if self.steps > 1 and self.never:
             names = ", ".join(map(repr, sorted(self.never)))
             warnings.warn(f"reward component{'s' if len(self.never) > 1 else ''} {names} judged no completion in any "

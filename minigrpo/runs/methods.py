@@ -57,6 +57,7 @@ class RunParts:
     data_gen: torch.Generator
     sample_gen: torch.Generator
     processes: Processes = Processes()     # one, or those of a data-parallel run (runs/parallel.py)
+    pairs: list | None = None               # dpo/ipo: the pairs of prefs/labels, read before the model (read_pairs)
 
     def sampling(self) -> dict:
         c, tok = self.cfg, self.tokenizer
@@ -291,7 +292,7 @@ def make_steps(parts: RunParts) -> OnlineSteps | OfflineSteps | PairSteps:
 
     files = {}
     if c.prefs or c.labels:
-        pairs = read_pairs(c)
+        pairs = parts.pairs if parts.pairs is not None else read_pairs(c)
     else:
         bank, rows, texts = sample_from_anchor(parts)
         judged = bank.valid.tolist()            # a completion the reward could not judge is in no pair
